@@ -1,0 +1,31 @@
+# `make demo` and `make test` create .venv and install the project on first use, and reinstall
+# whenever pyproject.toml or constraints.txt changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test test-all smoke clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/windtunnel experiment=demo hydra.run.dir=$(DEMO_DIR)
+	@echo "report: $(DEMO_DIR)/report.md"
+
+smoke: $(STAMP)
+	$(VENV)/bin/windtunnel experiment=smoke hydra.run.dir=runs/smoke
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf runs multirun outputs

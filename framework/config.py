@@ -1,0 +1,150 @@
+"""Hydra schemas and the validation of a composed config into typed, checked objects.
+
+Every config group is backed by a dataclass in the ConfigStore, so a misspelt key or a wrong type
+fails at compose time. Ranges and cross-field rules live in each dataclass's ``__post_init__``;
+:func:`resolve_plan` builds every one of them (and every model, by size) before any training, so an
+impossible setting stops the run with a one-line :class:`ConfigError` that names the field.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from framework.errors import ConfigError
+from framework.models import MODELS, ModelConfig, build_model, count_params, match_params
+from framework.models.transformer import TransformerConfig
+from framework.tasks import TASKS, Task, TaskConfig, build_task
+from framework.training.config import TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class RunConfig:
+    experiment: str = "default"
+    seed: int = 0
+    resume: bool = False  # continue from the checkpoints in hydra.run.dir
+    tasks: Dict[str, Any] = field(default_factory=dict)  # key -> a task config (group task/)
+    models: Dict[str, Any] = field(default_factory=dict)  # key -> a model config (group model/)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Per-task deltas on `train`, e.g. {hmm: {steps: 3000}}: tasks differ in how long they need.
+    train_by_task: Dict[str, Any] = field(default_factory=dict)
+    report: bool = True  # write report.md and the calibration plots
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="train", name="train_schema", node=TrainConfig)
+    for name, (config_cls, _) in TASKS.items():
+        cs.store(group="task", name=f"{name}_schema", node=config_cls)
+    for name, (config_cls, _) in MODELS.items():
+        cs.store(group="model", name=f"{name}_schema", node=config_cls)
+
+
+@dataclass
+class Job:
+    """One (task, model) pair to train and score, fully validated."""
+
+    task_key: str
+    model_key: str
+    task_config: TaskConfig
+    model_config: ModelConfig
+    train: TrainConfig
+    task: Task
+
+    @property
+    def name(self) -> str:
+        return f"{self.task_key}_{self.model_key}"
+
+    def build_model(self):
+        return build_model(self.model_config, self.task.vocab_size, self.task.n_classes, self.task.seq_len)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable seed from any parts (Python's hash() differs between processes)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _to_object(node: Any, path: str, registry: dict, kind: str):
+    """A config node -> its dataclass, checked by the dataclass itself; errors carry ``path``."""
+    try:
+        obj = OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+    except ConfigError as err:
+        raise err.under(path) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(path, str(err).splitlines()[0]) from None
+    if isinstance(obj, dict):  # added without a schema: build the right dataclass from its name
+        name = obj.get("name")
+        if name not in registry:
+            raise ConfigError(f"{path}.name", f"unknown {kind} '{name}'; choose one of: {', '.join(registry)}")
+        config_cls = registry[name][0]
+        known = {f.name for f in fields(config_cls)}
+        for key in obj:
+            if key not in known:
+                raise ConfigError(f"{path}.{key}", f"not a field of {kind} '{name}'; fields: {', '.join(sorted(known))}")
+        try:
+            obj = config_cls(**obj)
+        except ConfigError as err:
+            raise err.under(path) from None
+    if obj.name not in registry:
+        raise ConfigError(f"{path}.name", f"unknown {kind} '{obj.name}'; choose one of: {', '.join(registry)}")
+    return obj
+
+
+def _train_for(cfg: DictConfig, task_key: str) -> TrainConfig:
+    base = OmegaConf.to_container(cfg.train, resolve=True)
+    delta = cfg.train_by_task.get(task_key) if cfg.train_by_task else None
+    if delta is not None:
+        delta = OmegaConf.to_container(delta, resolve=True) if OmegaConf.is_config(delta) else dict(delta)
+        for key in delta:
+            if key not in base:
+                raise ConfigError(f"train_by_task.{task_key}.{key}", f"not a train setting; settings: {', '.join(base)}")
+        base.update(delta)
+    prefix = f"train_by_task.{task_key}" if delta else "train"
+    try:
+        return TrainConfig(**base)
+    except ConfigError as err:
+        raise err.under(prefix) from None
+
+
+def resolve_plan(cfg: DictConfig) -> list[Job]:
+    """Every (task, model) job of the config, validated and sized; raises ConfigError before compute."""
+    if not cfg.tasks:
+        raise ConfigError("tasks", "no task selected; pick an experiment (experiment=smoke) or add one")
+    if not cfg.models:
+        raise ConfigError("models", "no model selected; pick an experiment (experiment=smoke) or add one")
+    for key in cfg.train_by_task or {}:
+        if key not in cfg.tasks:
+            raise ConfigError(f"train_by_task.{key}", f"no such task in this experiment; tasks: {', '.join(cfg.tasks)}")
+    model_configs = {key: _to_object(node, f"models.{key}", MODELS, "model") for key, node in cfg.models.items()}
+    reference = next((m for m in model_configs.values() if m.name == "transformer"), TransformerConfig())
+    jobs = []
+    for task_key, node in cfg.tasks.items():
+        task_config = _to_object(node, f"tasks.{task_key}", TASKS, "task")
+        try:
+            task = build_task(task_config)
+        except ConfigError as err:
+            raise err.under(f"tasks.{task_key}") from None
+        train = _train_for(cfg, task_key)
+        sizes = (task.vocab_size, task.n_classes, task.seq_len)
+        target = count_params(build_model(reference, *sizes))
+        for model_key, model_config in model_configs.items():
+            if model_config.match_params:
+                try:
+                    model_config = match_params(model_config, target, *sizes)
+                except ConfigError as err:
+                    raise err.under(f"models.{model_key}") from None
+            jobs.append(Job(task_key, model_key, task_config, model_config, train, task))
+    return jobs
+
+
+def as_dict(config: Any) -> dict:
+    return {f.name: getattr(config, f.name) for f in fields(config)}

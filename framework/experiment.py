@@ -1,0 +1,86 @@
+"""``run(cfg, run_dir) -> metrics``: train and score every (task, model) job of an experiment.
+
+The Hydra entry point (``framework.cli``) is a thin shell around this function, and tests call it
+directly. Each job keeps its own folder (checkpoint, JSONL log, TensorBoard events, result.json);
+a job whose result.json exists is not redone when ``resume=true``. ``metrics.json`` is written once,
+atomically, when every job has finished.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from framework.config import Job, as_dict, derive_seed, resolve_plan
+from framework.io import write_json, write_text
+from framework.metrics.evaluate import EvalSet, evaluate
+from framework.models import count_params
+from framework.training import pick_device, train
+
+
+def _eval_sets(job: Job, seed: int) -> tuple[EvalSet, EvalSet]:
+    """Validation (during training) and test (reported) sets: fixed seeds, disjoint from training."""
+    t = job.train
+    val = EvalSet.generate(job.task, t.val_sequences, derive_seed(seed, job.task_key, "val"), t.eval_batch_size)
+    test = EvalSet.generate(job.task, t.eval_sequences, derive_seed(seed, job.task_key, "test"), t.eval_batch_size)
+    return val, test
+
+
+def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[EvalSet, EvalSet]) -> dict:
+    job_dir = run_dir / job.name
+    result_path = job_dir / "result.json"
+    if resume and result_path.exists():
+        return json.loads(result_path.read_text())
+    device = pick_device(job.train.device)
+    torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
+    model = job.build_model().to(device)
+    params = count_params(model)
+    meta = {"task": as_dict(job.task_config), "model": as_dict(job.model_config), "params": params}
+    val_set, test_set = eval_sets
+    outcome = train(model, job.task, job.train, job_dir, seed=derive_seed(seed, job.task_key, "data"),
+                    val_set=val_set, meta=meta, resume=resume, desc=job.name)
+    scores = evaluate(model, test_set, device)
+    result = {
+        "task": job.task_config.name,
+        "model": job.model_config.name,
+        "task_key": job.task_key,
+        "model_key": job.model_key,
+        "params": params,
+        "steps": outcome.steps,
+        "train_seconds": round(outcome.train_seconds, 3),
+        **scores,
+        "history": outcome.history,
+        "task_config": meta["task"],
+        "model_config": meta["model"],
+        "train_config": as_dict(job.train),
+        "device": str(device),
+    }
+    write_json(result_path, result)
+    return result
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Validate everything, then train and score each job; returns (and writes) the metrics."""
+    jobs = resolve_plan(cfg)  # raises ConfigError before any compute
+    threads = jobs[0].train.threads
+    if threads:
+        torch.set_num_threads(threads)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    started = time.perf_counter()
+    results, eval_sets = [], {}
+    for job in jobs:
+        if job.task_key not in eval_sets:
+            eval_sets = {job.task_key: _eval_sets(job, cfg.seed)}  # keep one task's sets in memory at a time
+        results.append(run_job(job, run_dir, cfg.seed, cfg.resume, eval_sets[job.task_key]))
+    metrics = {"experiment": cfg.experiment, "runs": results, "wall_seconds": round(time.perf_counter() - started, 3)}
+    if cfg.report:
+        from framework.report import write_report  # matplotlib import only when plotting
+
+        write_report(metrics, run_dir)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics

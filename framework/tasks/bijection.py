@@ -1,0 +1,111 @@
+"""Bijection elimination: the first wind tunnel of Aggarwal, Dalal & Misra (arXiv 2512.22471).
+
+Each sequence carries its own uniformly random bijection pi on [V] (V! of them, ~2.4e18 for V=20,
+so no sequence is ever seen twice and memorisation is impossible). Keys 0..V-1 and values V..2V-1
+have separate vocabularies; a sequence is ``k1 v1 k2 v2 ... kL`` (2L-1 tokens) and the model
+predicts the value at every key position.
+
+Exact posterior at the i-th key (0-based), from the tokens alone:
+
+* the key appeared earlier (only possible with ``replacement=True``): a point mass on its value;
+* otherwise: uniform over the values not yet bound to the distinct keys seen so far. Without
+  replacement that is V-i values, so H_Bayes = log2(V-i) bits, the paper's log2(V-k+1) with 1-based
+  k (4.32 bits down to 1 bit for V=20, L=19).
+
+The fast oracle tracks the bound keys and values with one vectorised update per key position; the
+reference enumerates every permutation of [V] consistent with the pairs seen so far.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from framework.errors import require
+from framework.tasks.base import Batch, Task, TaskConfig
+
+
+@dataclass
+class BijectionConfig(TaskConfig):
+    name: str = "bijection"
+    V: int = 20  # keys, values and classes; paper: 20
+    L: int = 19  # key positions per sequence; paper: 19 (37 tokens). The last key's value is never shown.
+    replacement: bool = False  # draw keys with replacement: repeated keys give point-mass posteriors
+
+    def __post_init__(self) -> None:
+        require(self.V >= 2, "V", f"must be >= 2, got {self.V}")
+        require(self.L >= 1, "L", f"must be >= 1, got {self.L}")
+        require(
+            self.replacement or self.L <= self.V,
+            "L",
+            f"must be <= V={self.V} when sampling keys without replacement, got {self.L}",
+        )
+
+
+class BijectionTask(Task):
+    def __init__(self, config: BijectionConfig):
+        self.config = config
+        self.name = config.name
+        self.V = config.V
+        self.L = config.L
+        self.vocab_size = 2 * config.V
+        self.n_classes = config.V  # class j is the value token V + j
+        self.seq_len = 2 * config.L - 1
+
+    def positions(self) -> torch.Tensor:
+        return torch.arange(0, self.seq_len, 2)  # (L,) the key positions
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        B, V, L, device = batch_size, self.V, self.L, generator.device
+        pi = torch.rand(B, V, generator=generator, device=device).argsort(-1)  # (B, V) uniform bijection
+        if self.config.replacement:
+            keys = torch.randint(0, V, (B, L), generator=generator, device=device)  # (B, L)
+        else:
+            keys = torch.rand(B, V, generator=generator, device=device).argsort(-1)[:, :L]  # (B, L) distinct
+        labels = pi.gather(1, keys)  # (B, L) pi(k_i)
+        tokens = torch.stack([keys, labels + V], dim=-1).reshape(B, 2 * L)[:, : self.seq_len]  # (B, 2L-1)
+        return Batch(tokens, self.positions().to(device), self.posterior(tokens), labels)
+
+    def posterior(self, tokens: torch.Tensor) -> torch.Tensor:
+        B, V, L = tokens.shape[0], self.V, self.L
+        keys = tokens[:, 0::2]  # (B, L)
+        values = tokens[:, 1::2] - V  # (B, L-1)
+        bound = torch.full((B, V), -1, dtype=torch.long, device=tokens.device)  # value of each seen key, -1 if unseen
+        used = torch.zeros(B, V, dtype=torch.bool, device=tokens.device)  # values already bound
+        out = torch.empty(B, L, V, dtype=torch.float64, device=tokens.device)
+        for i in range(L):
+            k = keys[:, i : i + 1]  # (B, 1)
+            known = bound.gather(1, k)  # (B, 1)
+            free = (~used).to(torch.float64)  # (B, V)
+            uniform = free / free.sum(-1, keepdim=True)
+            point = torch.nn.functional.one_hot(known.squeeze(1).clamp(min=0), V).to(torch.float64)
+            out[:, i] = torch.where(known >= 0, point, uniform)
+            if i < L - 1:
+                v = values[:, i : i + 1]
+                bound.scatter_(1, k, v)
+                used.scatter_(1, v, True)
+        return out
+
+    def posterior_reference(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Count the permutations of [V] consistent with the pairs seen so far (V! of them: V <= 8)."""
+        V, L = self.V, self.L
+        if math.factorial(V) > 40320:
+            raise ValueError(f"posterior_reference enumerates V! permutations; V={V} is too large (V <= 8)")
+        perms = _permutations(V)
+        out = torch.zeros(tokens.shape[0], L, V, dtype=torch.float64)
+        for b, seq in enumerate(tokens.tolist()):
+            for i in range(L):
+                seen = [(seq[2 * j], seq[2 * j + 1] - V) for j in range(i)]
+                consistent = [p for p in perms if all(p[k] == v for k, v in seen)]
+                key = seq[2 * i]
+                for value in range(V):
+                    out[b, i, value] = sum(p[key] == value for p in consistent) / len(consistent)
+        return out.to(tokens.device)
+
+
+@lru_cache(maxsize=None)
+def _permutations(V: int) -> tuple[tuple[int, ...], ...]:
+    return tuple(itertools.permutations(range(V)))

@@ -1,0 +1,54 @@
+"""Training settings, a Hydra structured-config schema validated before any compute."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from framework.errors import require
+
+TARGETS = ("posterior", "label")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    # Cosine decay ends at lr * min_lr_ratio rather than 0, so the last steps still learn.
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas_2: float = 0.95  # AdamW beta2 (beta1 = 0.9); 0.95 is the nanoGPT choice for short runs
+    grad_clip: float = 1.0
+    # "posterior": soft-label cross-entropy against the exact posterior (the paper's HMM setup);
+    # "label": cross-entropy against the sampled outcome (the paper's bijection setup). Both have
+    # the exact posterior as their optimum.
+    target: str = "posterior"
+    eval_every: int = 250  # steps between validation passes (on their own fixed-seed set)
+    val_sequences: int = 512
+    eval_sequences: int = 2048  # the final, reported evaluation (SPEC §3: at least 2048)
+    eval_batch_size: int = 512
+    checkpoint_every: int = 500
+    device: str = "auto"  # auto = cuda when present
+    compile: bool = False  # torch.compile the model (eager fallback if compilation fails)
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(0 < self.betas_2 < 1, "betas_2", f"must be in (0, 1), got {self.betas_2}")
+        require(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
+        require(self.target in TARGETS, "target", f"must be one of {', '.join(TARGETS)}; got '{self.target}'")
+        require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
+        require(self.val_sequences >= 1, "val_sequences", f"must be >= 1, got {self.val_sequences}")
+        require(self.eval_sequences >= 2048, "eval_sequences",
+                f"must be >= 2048 (SPEC §3: enough fresh sequences for stable bits), got {self.eval_sequences}")
+        require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}; got '{self.device}'")
+        require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")

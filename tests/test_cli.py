@@ -1,0 +1,66 @@
+"""End to end: the smoke experiment through run() and through the `windtunnel` command."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framework.experiment import run
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_KEYS = {"task", "model", "params", "steps", "train_seconds", "entropy_mae_bits", "kl_bits", "per_position"}
+
+
+def test_smoke_experiment_writes_metrics_report_and_plots(compose, tmp_path):
+    metrics = run(compose(["experiment=smoke", "train.progress=false"]), tmp_path)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["experiment"] == "smoke" and len(on_disk["runs"]) == 8
+    assert on_disk["runs"] == json.loads(json.dumps(metrics["runs"]))
+    for entry in on_disk["runs"]:
+        assert RUN_KEYS <= set(entry)
+        assert entry["steps"] == 20
+        assert entry["n_sequences"] >= 2048
+        pp = entry["per_position"]
+        assert len(pp["h_model"]) == len(pp["h_bayes"]) == len(pp["kl_bits"]) == entry["n_positions"]
+        assert entry["kl_bits"] >= 0
+        job_dir = tmp_path / f"{entry['task_key']}_{entry['model_key']}"
+        assert (job_dir / "checkpoint.pt").exists() and (job_dir / "log.jsonl").exists()
+        assert any((job_dir / "tb").iterdir())
+    assert {e["model"] for e in on_disk["runs"]} == {"transformer", "mamba", "lstm", "mlp"}
+    for name in ("config.yaml", "report.md", "calibration_bijection.png", "calibration_hmm.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "| hmm | mlp |" in (tmp_path / "report.md").read_text()
+
+
+def test_resume_skips_finished_jobs(compose, tmp_path):
+    overrides = ["experiment=smoke", "train.progress=false", "~models.mamba", "~models.lstm", "~models.mlp",
+                 "~tasks.hmm"]
+    first = run(compose(overrides), tmp_path)
+    again = run(compose(overrides + ["resume=true"]), tmp_path)
+    assert again["runs"] == first["runs"]
+
+
+def _cli(args, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "framework.cli", *args, f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rejects_an_impossible_setting_in_one_line_without_leaving_a_run(tmp_path):
+    out_dir = tmp_path / "run"
+    proc = _cli(["experiment=smoke", "tasks.bijection.L=9"], out_dir)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and "tasks.bijection.L" in lines[0], proc.stderr
+    assert not out_dir.exists()
+
+
+@pytest.mark.slow
+def test_cli_runs_the_smoke_experiment(tmp_path):
+    proc = _cli(["experiment=smoke", "train.progress=false"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["experiment"] == "smoke"

@@ -1,0 +1,66 @@
+"""Bad settings fail before compute with one line naming the field; good ones compose into typed jobs."""
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from framework.config import resolve_plan
+from framework.errors import ConfigError
+
+BAD = [
+    (["experiment=smoke", "tasks.bijection.L=7"], "tasks.bijection.L"),  # L > V without replacement
+    (["experiment=smoke", "tasks.bijection.V=1"], "tasks.bijection.V"),
+    (["experiment=smoke", "tasks.hmm.S=1"], "tasks.hmm.S"),
+    (["experiment=smoke", "tasks.hmm.K=0"], "tasks.hmm.K"),
+    (["experiment=smoke", "train.lr=0"], "train.lr"),
+    (["experiment=smoke", "train.lr=-1e-3"], "train.lr"),
+    (["experiment=smoke", "train.target=logits"], "train.target"),
+    (["experiment=smoke", "train.eval_sequences=100"], "train.eval_sequences"),
+    (["experiment=smoke", "train.device=tpu"], "train.device"),
+    (["experiment=smoke", "models.transformer.n_heads=3"], "models.transformer.n_heads"),
+    (["experiment=smoke", "models.lstm.d_model=0"], "models.lstm.d_model"),
+    (["experiment=smoke", "models.mlp.name=perceptron"], "models.mlp.name"),
+    (["experiment=smoke", "tasks.hmm.name=maze"], "tasks.hmm.name"),
+    (["experiment=smoke", "+train_by_task.maze={steps: 3}"], "train_by_task.maze"),
+    (["experiment=smoke", "+train_by_task.hmm={stepz: 3}"], "train_by_task.hmm.stepz"),
+    (["experiment=smoke", "+train_by_task.hmm={steps: 0}"], "train_by_task.hmm.steps"),
+    (["experiment=smoke", "~models.transformer", "~models.mamba", "~models.lstm", "~models.mlp"], "models"),
+]
+
+
+@pytest.mark.parametrize("overrides,field", BAD)
+def test_bad_setting_names_its_field(compose, overrides, field):
+    with pytest.raises(ConfigError) as info:
+        resolve_plan(compose(overrides))
+    assert info.value.field == field
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["train.lrr=1", "train.steps=many", "models.transformer.d_modl=3",
+                                      "experiment=nonexistent", "tasks.bijection.replacement=maybe"])
+def test_typos_and_wrong_types_fail_at_compose_time(compose, override):
+    with pytest.raises(ConfigCompositionException):
+        compose(["experiment=smoke", override])
+
+
+def test_smoke_plan_is_capacity_matched(compose):
+    from framework.models import count_params
+
+    jobs = resolve_plan(compose(["experiment=smoke"]))
+    assert [(j.task_key, j.model_key) for j in jobs] == [
+        (t, m) for t in ("bijection", "hmm") for m in ("transformer", "mamba", "lstm", "mlp")]
+    for task_key in ("bijection", "hmm"):
+        counts = {j.model_key: count_params(j.build_model()) for j in jobs if j.task_key == task_key}
+        for name in ("mamba", "lstm", "mlp"):
+            assert abs(counts[name] / counts["transformer"] - 1) <= 0.02, (task_key, counts)
+
+
+def test_train_by_task_overrides_only_that_task(compose):
+    jobs = resolve_plan(compose(["experiment=smoke", "+train_by_task.hmm={steps: 7}"]))
+    assert {j.train.steps for j in jobs if j.task_key == "hmm"} == {7}
+    assert {j.train.steps for j in jobs if j.task_key == "bijection"} == {20}
+
+
+@pytest.mark.parametrize("experiment", ["default", "smoke", "demo", "paper/bijection_v20", "paper/hmm"])
+def test_every_experiment_resolves(compose, experiment):
+    assert resolve_plan(compose([f"experiment={experiment}"]))

@@ -1,0 +1,106 @@
+"""The training loop: it learns, resumes exactly, refuses foreign checkpoints, and stops on a bad loss."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from framework.metrics import EvalSet, evaluate
+from framework.models import TransformerConfig, build_model
+from framework.tasks import BijectionConfig, build_task
+from framework.training import TrainConfig, train
+from framework.training.loop import NonFiniteLoss
+
+TASK = build_task(BijectionConfig(V=5, L=5))
+CFG = TrainConfig(steps=40, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=20, val_sequences=64,
+                  checkpoint_every=10, progress=False)
+META = {"task": "bijection-5", "model": "tiny", "params": 0}
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model(TransformerConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), TASK.vocab_size, TASK.n_classes,
+                       TASK.seq_len)
+
+
+def _val():
+    return EvalSet.generate(TASK, 64, seed=99)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashingTask:
+    """The same task, but sampling fails on the n-th call: an interruption mid-run."""
+
+    def __init__(self, task, crash_at):
+        self.task, self.calls, self.crash_at = task, 0, crash_at
+
+    def sample(self, batch_size, generator):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash()
+        return self.task.sample(batch_size, generator)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    straight = _model()
+    out = train(straight, TASK, CFG, tmp_path / "a", seed=5, val_set=_val(), meta=META)
+
+    interrupted = _model()
+    with pytest.raises(Crash):
+        train(interrupted, CrashingTask(TASK, crash_at=27), CFG, tmp_path / "b", seed=5, val_set=_val(), meta=META)
+    resumed = _model(seed=123)  # a fresh process would start from different weights; the checkpoint fixes that
+    out_b = train(resumed, TASK, CFG, tmp_path / "b", seed=5, val_set=_val(), meta=META, resume=True)
+
+    assert out_b.steps == out.steps == CFG.steps
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert [h["kl_bits"] for h in out_b.history] == [h["kl_bits"] for h in out.history]
+    lines = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    steps = [__import__("json").loads(line)["step"] for line in lines]
+    assert steps == sorted(set(steps)), "log has duplicated steps after resume"
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    train(_model(), TASK, replace(CFG, steps=10), tmp_path, seed=1, val_set=_val(), meta=META)
+    with pytest.raises(RuntimeError, match="refusing to resume"):
+        train(_model(), TASK, CFG, tmp_path, seed=1, val_set=_val(), meta={**META, "model": "other"}, resume=True)
+
+
+def test_training_reduces_kl_on_held_out_sequences(tmp_path):
+    model = _model()
+    before = evaluate(model, _val())["kl_bits"]
+    train(model, TASK, replace(CFG, steps=150), tmp_path, seed=2, val_set=_val(), meta=META)
+    after = evaluate(model, _val())["kl_bits"]
+    assert after < 0.5 * before, (before, after)
+
+
+def test_label_target_trains_too(tmp_path):
+    model = _model()
+    before = evaluate(model, _val())["kl_bits"]
+    train(model, TASK, replace(CFG, steps=150, target="label"), tmp_path, seed=2, val_set=_val(), meta=META)
+    assert evaluate(model, _val())["kl_bits"] < 0.7 * before
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path):
+    model = _model()
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+            self.calls = 0
+
+        def forward(self, tokens):
+            self.calls += 1
+            out = self.inner(tokens)
+            return out * float("nan") if self.calls > 20 else out
+
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+        train(Poisoned(), TASK, replace(CFG, steps=60, eval_every=100), tmp_path, seed=0, val_set=_val(), meta=META)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 20
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
