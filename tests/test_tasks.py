@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from framework.errors import ConfigError
 from framework.tasks import TASKS, Batch, BijectionConfig, HMMConfig, Task, build_task
-from framework.tasks.hmm import EMIT, OBS, SEP, SYMBOL0, TRANS, HMMTask, discretise_rows, sample_rows
+from framework.tasks.hmm import EMIT, OBS, SEP, SYMBOL0, TRANS, HMMTask, discretise_rows, draw_hundredths, sample_rows
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -54,7 +54,7 @@ def bijection_configs(draw) -> BijectionConfig:
     return BijectionConfig(V=V, L=L, replacement=replacement)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(cfg=bijection_configs(), seed=SEEDS, B=st.integers(1, 4))
 def test_bijection_oracle_matches_permutation_enumeration(cfg, seed, B):
     task = build_task(cfg)
@@ -64,7 +64,7 @@ def test_bijection_oracle_matches_permutation_enumeration(cfg, seed, B):
     torch.testing.assert_close(batch.posterior, task.posterior_reference(batch.tokens), rtol=0, atol=1e-9)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(S=st.integers(2, 4), O=st.integers(2, 4), K=st.integers(1, 5), seed=SEEDS, B=st.integers(1, 3))
 def test_hmm_oracle_matches_forward_reference_and_path_enumeration(S, O, K, seed, B):
     task = build_task(HMMConfig(S=S, O=O, K=K))
@@ -128,6 +128,47 @@ def test_bijection_with_replacement_repeated_keys_are_certain():
     # The same key always shows the same value inside a sequence: a bijection, not fresh draws.
     for row_k, row_v in zip(keys, batch.labels.tolist()):
         assert len({k: v for k, v in zip(row_k, row_v)}) == len(set(zip(row_k, row_v)))
+
+
+def chi_square(counts: torch.Tensor) -> float:
+    expected = counts.sum() / counts.numel()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_bijection_and_key_order_are_uniform_permutations():
+    # With V = L = 4 a sequence shows its whole bijection (the last value is the one left over) and
+    # its whole key order: both must be uniform over the 24 permutations, independently. The
+    # calibration test cannot see a biased bijection, because random keys average the bias out.
+    V, n = 4, 48_000
+    batch = build_task(BijectionConfig(V=V, L=V)).sample(n, gen(14))
+    keys, values = batch.tokens[:, 0::2], batch.labels
+    pi = torch.empty(n, V, dtype=torch.long).scatter_(1, keys, values)  # pi[k] = value of key k
+    assert torch.equal(pi.sort(-1).values, torch.arange(V).expand(n, V))
+
+    def perm_id(perm: torch.Tensor) -> torch.Tensor:  # (n, V) permutations -> (n,) ids in 0..23
+        ids, inverse = torch.unique((perm * V ** torch.arange(V)).sum(-1), return_inverse=True)
+        assert len(ids) == 24
+        return inverse
+
+    joint = torch.bincount(perm_id(pi) * 24 + perm_id(keys), minlength=576).reshape(24, 24).double()
+    # Bounds are the chi-square quantiles at p = 1e-6 (23 and 575 degrees of freedom).
+    assert chi_square(joint.sum(1)) < 70.5, "the bijection is not uniform"
+    assert chi_square(joint.sum(0)) < 70.5, "the key order is not uniform"
+    assert chi_square(joint) < 751, "bijection and key order are not uniform and independent"
+
+
+def test_categorical_draw_is_exact_in_hundredths():
+    q = torch.tensor([[5, 20, 75], [95, 0, 5]])  # hundredths; the zero entry must never be drawn
+    n = 200_000
+    rows = q.repeat_interleave(n, 0)
+    draws = draw_hundredths(rows.cumsum(-1), gen(15)).reshape(2, n)
+    for row, d in zip(q, draws):
+        counts = torch.bincount(d, minlength=3).double()
+        assert counts[row == 0].sum() == 0
+        expected = row.double() / 100 * n
+        used = row > 0
+        bound = {2: 27.6, 1: 23.9}[int(used.sum()) - 1]  # chi-square quantile at p = 1e-6
+        assert float(((counts[used] - expected[used]) ** 2 / expected[used]).sum()) < bound
 
 
 def test_bijection_posterior_ignores_later_tokens():
@@ -322,3 +363,23 @@ def test_registry_builds_from_configs_and_mappings():
     assert torch.equal(task.positions(), torch.tensor([0, 2, 4]))
     hmm = build_task(HMMConfig())
     assert (hmm.vocab_size, hmm.n_classes, hmm.seq_len) == (105, 5, 93)
+
+
+def test_registry_accepts_hydra_configs():
+    omegaconf = pytest.importorskip("omegaconf")
+    task = build_task(omegaconf.OmegaConf.structured(HMMConfig(K=7)))
+    assert isinstance(task, HMMTask) and task.seq_len == 53 + 14
+    with pytest.raises(ConfigError) as info:
+        build_task(omegaconf.OmegaConf.create({"name": "bijection", "V": 5, "L": 6}))
+    assert info.value.field == "L"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cfg", [BijectionConfig(V=5, L=5), BijectionConfig(V=4, L=9, replacement=True), HMMConfig(S=3, O=3, K=5)])
+def test_sampling_on_the_generator_device(cfg):
+    task = build_task(cfg)
+    batch = task.sample(8, torch.Generator("cuda").manual_seed(16))
+    for t in (batch.tokens, batch.positions, batch.posterior, batch.labels):
+        assert t.device.type == "cuda"
+    check_distributions(batch.to("cpu"))
+    torch.testing.assert_close(batch.posterior.cpu(), task.posterior_reference(batch.tokens.cpu()), rtol=0, atol=1e-9)

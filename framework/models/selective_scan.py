@@ -100,50 +100,57 @@ def selective_scan_parallel(
     """The same scan as :func:`selective_scan_ref`, in two levels of chunks.
 
     Split time into ``nc`` chunks of ``K`` steps (K = ceil(sqrt(L)) by default):
-    1. scan every chunk from a zero state, all chunks at once (K steps on (B, D, nc, N) tensors);
-    2. carry the state across chunk boundaries (nc steps on (B, D, N) tensors);
-    3. add each chunk's incoming state, decayed to every position: h_t += P_t * h_in, where
-       P_t = exp(sum of delta * A from the chunk start to t) (exponent <= 0, so no overflow).
+
+    1. scan every chunk from a zero state, all chunks at once: K steps on (B, D, nc, N) tensors,
+       keeping each position's local state h_t and its decay since the chunk start
+       P_t = prod of exp(delta * A) (a product of numbers in (0, 1]: no overflow, no log of 0);
+    2. carry the state across chunk boundaries: nc steps on (B, D, N) tensors;
+    3. read out y_t = C_t . (h_t + P_t * h_in), h_in the state entering the chunk.
+
+    K + nc ~ 2 sqrt(L) Python steps replace the reference's L, and each touches nc times more data,
+    which is what makes it faster on CPU (less per-op overhead) and on GPU (fewer kernel launches).
+    Every per-step tensor comes from ``unbind`` rather than indexing: the backward of
+    ``x[:, :, k]`` allocates a zero tensor the size of ``x`` for every k, which made an
+    indexing version slower than the loop it replaces.
     """
     dtype_in = u.dtype
     u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, L = u.shape
     N = A.shape[1]
-    K = chunk if chunk is not None else max(1, math.isqrt(max(L - 1, 0)) + 1)  # ceil(sqrt(L)) for L >= 1
+    K = chunk if chunk is not None else math.isqrt(max(L - 1, 0)) + 1  # ceil(sqrt(L)) for L >= 1
     nc = max(1, -(-L // K))
     pad = nc * K - L
-    # delta = 0 on the padding makes the decay 1 and the drive 0: the state passes through unchanged.
-    delta_p = F.pad(delta, (0, pad))
-    u_p = F.pad(u, (0, pad))
-    B_p = F.pad(B, (0, pad))
-
-    log_decay = delta_p.unsqueeze(-1) * A[:, None, :]  # (B, D, L', N), <= 0 since A < 0
-    log_decay = log_decay.view(batch, dim, nc, K, N)
-    drive = (delta_p * u_p).unsqueeze(-1) * B_p.transpose(1, 2).unsqueeze(1)  # (B, D, L', N)
-    drive = drive.view(batch, dim, nc, K, N)
-    decay = torch.exp(log_decay)
+    # Zero delta on the padding makes the decay 1 and the drive 0: the state passes through unchanged.
+    delta_c = F.pad(delta, (0, pad)).view(batch, dim, nc, K)
+    du_c = F.pad(delta * u, (0, pad)).view(batch, dim, nc, K)
+    B_c = F.pad(B, (0, pad)).view(batch, N, nc, K).permute(3, 0, 2, 1)  # (K, B, nc, N)
+    C_c = F.pad(C, (0, pad)).view(batch, N, nc, K).permute(3, 0, 2, 1)  # (K, B, nc, N)
 
     # 1. Local scans, every chunk from a zero state.
-    h = drive.new_zeros(batch, dim, nc, N)
-    local = []
-    for k in range(K):
-        h = decay[:, :, :, k] * h + drive[:, :, :, k]  # (B, D, nc, N)
-        local.append(h)
-    h_local = torch.stack(local, dim=3)  # (B, D, nc, K, N)
+    h = u.new_zeros(batch, dim, nc, N)
+    P = u.new_ones(batch, dim, nc, N)
+    local_h, local_P = [], []
+    for delta_k, du_k, B_k in zip(delta_c.unbind(3), du_c.unbind(3), B_c.unbind(0)):
+        decay = torch.exp(delta_k.unsqueeze(-1) * A[:, None, :])  # (B, D, nc, N)
+        h = decay * h + du_k.unsqueeze(-1) * B_k.unsqueeze(1)  # (B, D, nc, N)
+        P = P * decay  # (B, D, nc, N)
+        local_h.append(h)
+        local_P.append(P)
 
-    # 2. The state entering each chunk.
-    to_start = torch.exp(torch.cumsum(log_decay, dim=3))  # (B, D, nc, K, N): decay since chunk start
-    carry = drive.new_zeros(batch, dim, N)
+    # 2. The state entering each chunk; the last ``carry`` is the state after the final step.
+    carry = u.new_zeros(batch, dim, N)
     incoming = []
-    for c in range(nc):
+    for P_end, h_end in zip(P.unbind(2), h.unbind(2)):  # chunk by chunk, (B, D, N) each
         incoming.append(carry)
-        carry = to_start[:, :, c, -1] * carry + h_local[:, :, c, -1]  # (B, D, N)
+        carry = P_end * carry + h_end
     h_in = torch.stack(incoming, dim=2)  # (B, D, nc, N)
 
-    # 3. Full states, then the read-out.
-    h_all = h_local + to_start * h_in.unsqueeze(3)  # (B, D, nc, K, N)
-    h_all = h_all.view(batch, dim, nc * K, N)[:, :, :L]  # (B, D, L, N)
-    y = torch.einsum("bdln,bnl->bdl", h_all, C)  # (B, D, L)
+    # 3. Read-out, one in-chunk offset at a time.
+    ys = [
+        torch.einsum("bdcn,bcn->bdc", h_k + P_k * h_in, C_k)  # (B, D, nc)
+        for h_k, P_k, C_k in zip(local_h, local_P, C_c.unbind(0))
+    ]
+    y = torch.stack(ys, dim=3).reshape(batch, dim, nc * K)[:, :, :L]  # (B, D, L)
     out = _finish(y, u, D, z, dtype_in)
     return (out, carry) if return_last_state else out
 
