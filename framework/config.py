@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from framework.errors import ConfigError
+from framework.registry import config_from
 from framework.models import MODELS, ModelConfig, build_model, count_params, match_params
 from framework.models.transformer import TransformerConfig
 from framework.tasks import TASKS, Task, TaskConfig, build_task
@@ -74,29 +75,14 @@ def derive_seed(*parts: Any) -> int:
 
 
 def _to_object(node: Any, path: str, registry: dict, kind: str):
-    """A config node -> its dataclass, checked by the dataclass itself; errors carry ``path``."""
+    """A config node -> its registered dataclass, checked by the dataclass itself; errors carry ``path``."""
     try:
         obj = OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+        return config_from(registry, obj, kind)
     except ConfigError as err:
         raise err.under(path) from None
     except OmegaConfBaseException as err:
         raise ConfigError(path, str(err).splitlines()[0]) from None
-    if isinstance(obj, dict):  # added without a schema: build the right dataclass from its name
-        name = obj.get("name")
-        if name not in registry:
-            raise ConfigError(f"{path}.name", f"unknown {kind} '{name}'; choose one of: {', '.join(registry)}")
-        config_cls = registry[name][0]
-        known = {f.name for f in fields(config_cls)}
-        for key in obj:
-            if key not in known:
-                raise ConfigError(f"{path}.{key}", f"not a field of {kind} '{name}'; fields: {', '.join(sorted(known))}")
-        try:
-            obj = config_cls(**obj)
-        except ConfigError as err:
-            raise err.under(path) from None
-    if obj.name not in registry:
-        raise ConfigError(f"{path}.name", f"unknown {kind} '{obj.name}'; choose one of: {', '.join(registry)}")
-    return obj
 
 
 def _train_for(cfg: DictConfig, task_key: str) -> TrainConfig:

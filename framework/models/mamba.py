@@ -1,0 +1,166 @@
+"""Mamba-1: a selective state-space model, the wind tunnels' strongest non-attention baseline.
+
+Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (arXiv 2312.00752).
+The block follows mamba-ssm's ``mamba_ssm/modules/mamba_simple.py`` (its non-fused path) and
+johnma2006/mamba-minimal / alxndrcrts/mamba.py:
+
+    x -> in_proj -> (x, z);  x -> causal depthwise conv1d -> SiLU -> selective SSM -> * SiLU(z) -> out_proj
+
+where the SSM's step size delta, input matrix B and output matrix C are functions of the input
+(x_proj, then dt_proj for delta through a softplus), A is diagonal and negative (S4D-real init
+A_n = -(n + 1)), and D is a skip connection. The scan itself lives in ``selective_scan.py``.
+
+Blocks are pre-norm residual (RMSNorm, as in the released Mamba language models). No positional
+embedding: the recurrence and the causal convolution know the order.
+
+Hook points: ``blocks[i].hook_resid_post`` (B, T, d) and ``hook_features`` (B, T, d), the final
+normalised features fed to the head (the paper's "final-layer states" clustered by hidden state).
+Set ``model.scan_impl`` to "ref" or "parallel" to force a scan (tests compare them); "auto" uses
+mamba-ssm's CUDA kernel when it can.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from framework.errors import require
+from framework.models.base import ModelConfig, SequenceModel
+from framework.models.selective_scan import selective_scan
+
+
+@dataclass
+class MambaConfig(ModelConfig):
+    name: str = "mamba"
+    d_model: int = 64
+    n_layers: int = 2
+    d_state: int = 16  # N, the SSM state size per channel (the paper's default)
+    d_conv: int = 4  # width of the causal depthwise convolution (the paper's default)
+    expand: int = 2  # d_inner = expand * d_model (the paper's default)
+
+    def __post_init__(self):
+        for field in ("d_model", "n_layers", "d_state", "d_conv", "expand"):
+            value = getattr(self, field)
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                    field, f"must be an integer >= 1, got {value!r}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def dt_rank(self) -> int:
+        return math.ceil(self.d_model / 16)  # mamba-ssm's dt_rank="auto"
+
+
+_causal_conv_cache: dict[str, object] = {}
+
+
+def _causal_conv1d_kernel():
+    """The ``causal_conv1d`` package's fused conv + SiLU (or None); imported on first use only."""
+    if "fn" not in _causal_conv_cache:
+        try:
+            from causal_conv1d import causal_conv1d_fn
+        except Exception:  # not installed, or its CUDA extension fails to load
+            causal_conv1d_fn = None
+        _causal_conv_cache["fn"] = causal_conv1d_fn
+    return _causal_conv_cache["fn"]
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, cfg: MambaConfig, dt_min: float = 0.001, dt_max: float = 0.1):
+        super().__init__()
+        E, N, R = cfg.d_inner, cfg.d_state, cfg.dt_rank
+        self.d_state, self.dt_rank = N, R
+        self.in_proj = nn.Linear(cfg.d_model, 2 * E, bias=False)
+        # padding on both sides, then keep the first L outputs: position t sees inputs t-d_conv+1..t.
+        self.conv1d = nn.Conv1d(E, E, kernel_size=cfg.d_conv, groups=E, padding=cfg.d_conv - 1)
+        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.out_proj = nn.Linear(E, cfg.d_model, bias=False)
+
+        # delta = softplus(dt_proj(.)) starts log-uniform in [dt_min, dt_max]: set the bias to the
+        # inverse softplus of such a sample, and keep the weight small (mamba-ssm's init).
+        nn.init.uniform_(self.dt_proj.weight, -(R**-0.5), R**-0.5)
+        dt = torch.exp(torch.rand(E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=1e-4)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+        # S4D-real: A_n = -(n + 1) for every channel; stored as log(-A) so A stays negative.
+        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)  # (E, N)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(E))
+
+    def _conv_silu(self, x: torch.Tensor, fast: bool) -> torch.Tensor:
+        L = x.shape[-1]
+        kernel = _causal_conv1d_kernel() if fast else None
+        if kernel is not None:
+            return kernel(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        return F.silu(self.conv1d(x)[..., :L])  # (B, E, L)
+
+    def forward(self, hidden: torch.Tensor, scan_impl: str = "auto") -> torch.Tensor:
+        B, L, _ = hidden.shape
+        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2E, L)
+        x, z = xz.chunk(2, dim=1)  # (B, E, L) each
+        x = self._conv_silu(x, fast=scan_impl == "auto" and x.is_cuda)  # (B, E, L)
+
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
+        dt, B_ssm, C_ssm = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        # dt_proj's bias is added inside the scan (delta_bias), before the softplus, as mamba-ssm does.
+        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, E, L)
+        A = -torch.exp(self.A_log)  # (E, N)
+        y = selective_scan(
+            x, delta, A,
+            B_ssm.transpose(1, 2).contiguous(),  # (B, N, L)
+            C_ssm.transpose(1, 2).contiguous(),  # (B, N, L)
+            self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True, impl=scan_impl,
+        )  # (B, E, L), already gated by SiLU(z)
+        return self.out_proj(y.transpose(1, 2))  # (B, L, d)
+
+
+class MambaBlock(nn.Module):
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.norm = nn.RMSNorm(cfg.d_model, eps=1e-5)
+        self.mixer = MambaMixer(cfg)
+        self.hook_resid_post = nn.Identity()
+
+    def forward(self, x: torch.Tensor, scan_impl: str = "auto") -> torch.Tensor:
+        return self.hook_resid_post(x + self.mixer(self.norm(x), scan_impl))  # (B, T, d)
+
+
+class Mamba(SequenceModel):
+    def __init__(self, config: MambaConfig, vocab_size: int, n_classes: int, max_len: int):
+        super().__init__()
+        self.config = config
+        self.max_len = max_len  # unused: a recurrence runs at any length (length generalisation)
+        self.scan_impl = "auto"
+        self.embedding = nn.Embedding(vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(MambaBlock(config) for _ in range(config.n_layers))
+        self.norm_f = nn.RMSNorm(config.d_model, eps=1e-5)
+        self.hook_features = nn.Identity()
+        self.head = nn.Linear(config.d_model, n_classes)
+
+        # mamba-ssm's _init_weights: embeddings N(0, 0.02), zero biases except dt_proj's, and the
+        # residual-writing out_proj rescaled by 1/sqrt(n_layers) (GPT-2's prenorm-residual rule).
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        # mamba-ssm ties the head to the embedding; ours is untied (classes are not tokens), so give
+        # it the same N(0, 0.02): every model in the zoo starts near the uniform prediction.
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        for block in self.blocks:
+            with torch.no_grad():
+                block.mixer.out_proj.weight /= math.sqrt(config.n_layers)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens)  # (B, T, d)
+        for block in self.blocks:
+            x = block(x, self.scan_impl)  # (B, T, d)
+        x = self.hook_features(self.norm_f(x))  # (B, T, d)
+        logits = self.head(x)  # (B, T, n_classes)
+        # float32 even under bf16 autocast; a float64 model (tests) keeps float64.
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))
