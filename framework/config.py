@@ -34,8 +34,9 @@ class RunConfig:
     tasks: Dict[str, Any] = field(default_factory=dict)  # key -> a task config (group task/)
     models: Dict[str, Any] = field(default_factory=dict)  # key -> a model config (group model/)
     train: TrainConfig = field(default_factory=TrainConfig)
-    # Per-task deltas on `train`, e.g. {hmm: {steps: 3000}}: tasks differ in how long they need.
-    train_by_task: Dict[str, Any] = field(default_factory=dict)
+    # Deltas on `train` for some jobs, keyed by a task key, a model key or a job name
+    # (`<task>_<model>`), applied in that order: {hmm: {steps: 3000}, hmm_mamba: {batch_size: 64}}.
+    train_by: Dict[str, Any] = field(default_factory=dict)
     report: bool = True  # write report.md and the calibration plots
 
 
@@ -85,20 +86,26 @@ def _to_object(node: Any, path: str, registry: dict, kind: str):
         raise ConfigError(path, str(err).splitlines()[0]) from None
 
 
-def _train_for(cfg: DictConfig, task_key: str) -> TrainConfig:
-    base = OmegaConf.to_container(cfg.train, resolve=True)
-    delta = cfg.train_by_task.get(task_key) if cfg.train_by_task else None
-    if delta is not None:
-        delta = OmegaConf.to_container(delta, resolve=True) if OmegaConf.is_config(delta) else dict(delta)
-        for key in delta:
-            if key not in base:
-                raise ConfigError(f"train_by_task.{task_key}.{key}", f"not a train setting; settings: {', '.join(base)}")
-        base.update(delta)
-    prefix = f"train_by_task.{task_key}" if delta else "train"
+def _train_for(cfg: DictConfig, task_key: str, model_key: str) -> TrainConfig:
+    """``train`` with the ``train_by`` deltas for this task, then this model, then this job."""
+    values = OmegaConf.to_container(cfg.train, resolve=True)
+    source = "train"
+    for key in (task_key, model_key, f"{task_key}_{model_key}"):
+        delta = cfg.train_by.get(key)
+        if delta is None:
+            continue
+        delta = OmegaConf.to_container(delta, resolve=True) if OmegaConf.is_config(delta) else delta
+        if not isinstance(delta, dict):
+            raise ConfigError(f"train_by.{key}", f"must be a mapping of train settings, got {delta!r}")
+        for name in delta:
+            if name not in values:
+                raise ConfigError(f"train_by.{key}.{name}", f"not a train setting; settings: {', '.join(values)}")
+        values.update(delta)
+        source = f"train_by.{key}"
     try:
-        return TrainConfig(**base)
+        return TrainConfig(**values)
     except ConfigError as err:
-        raise err.under(prefix) from None
+        raise err.under(source) from None
 
 
 def resolve_plan(cfg: DictConfig) -> list[Job]:
@@ -107,9 +114,10 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
         raise ConfigError("tasks", "no task selected; pick an experiment (experiment=smoke) or add one")
     if not cfg.models:
         raise ConfigError("models", "no model selected; pick an experiment (experiment=smoke) or add one")
-    for key in cfg.train_by_task or {}:
-        if key not in cfg.tasks:
-            raise ConfigError(f"train_by_task.{key}", f"no such task in this experiment; tasks: {', '.join(cfg.tasks)}")
+    job_keys = {*cfg.tasks, *cfg.models, *(f"{t}_{m}" for t in cfg.tasks for m in cfg.models)}
+    for key in cfg.train_by:
+        if key not in job_keys:
+            raise ConfigError(f"train_by.{key}", f"matches no task, model or job here; keys: {', '.join(sorted(job_keys))}")
     model_configs = {key: _to_object(node, f"models.{key}", MODELS, "model") for key, node in cfg.models.items()}
     reference = next((m for m in model_configs.values() if m.name == "transformer"), TransformerConfig())
     jobs = []
@@ -119,7 +127,6 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
             task = build_task(task_config)
         except ConfigError as err:
             raise err.under(f"tasks.{task_key}") from None
-        train = _train_for(cfg, task_key)
         sizes = (task.vocab_size, task.n_classes, task.seq_len)
         target = count_params(build_model(reference, *sizes))
         for model_key, model_config in model_configs.items():
@@ -128,7 +135,7 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
                     model_config = match_params(model_config, target, *sizes)
                 except ConfigError as err:
                     raise err.under(f"models.{model_key}") from None
-            jobs.append(Job(task_key, model_key, task_config, model_config, train, task))
+            jobs.append(Job(task_key, model_key, task_config, model_config, _train_for(cfg, task_key, model_key), task))
     return jobs
 
 

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from framework.io import write_text  # noqa: E402
 
-COLORS = {"transformer": "tab:blue", "mamba": "tab:orange", "lstm": "tab:green", "mlp": "tab:red"}
+COLORS = {"transformer": "tab:blue", "mamba": "tab:orange", "lstm": "tab:green", "mlp": "tab:red",
+          "mlp_token": "tab:purple"}
 
 
 def by_task(metrics: dict) -> dict[str, list[dict]]:
@@ -31,7 +32,7 @@ def plot_calibration(task_key: str, runs: list[dict], path: Path) -> None:
     positions = range(1, len(runs[0]["per_position"]["h_bayes"]) + 1)
     ax_h.plot(positions, runs[0]["per_position"]["h_bayes"], "k--", lw=2.5, label="Bayes (exact)")
     for run in runs:
-        color = COLORS.get(run["model"])
+        color = COLORS.get(run["model_key"], COLORS.get(run["model"]))
         label = f"{run['model_key']} ({run['params'] / 1e3:.0f}k)"
         ax_h.plot(positions, run["per_position"]["h_model"], "o-", ms=3, color=color, label=label)
         ax_kl.semilogy(positions, [max(v, 1e-6) for v in run["per_position"]["kl_bits"]], "o-", ms=3,

@@ -21,9 +21,11 @@ BAD = [
     (["experiment=smoke", "models.lstm.d_model=0"], "models.lstm.d_model"),
     (["experiment=smoke", "models.mlp.name=perceptron"], "models.mlp.name"),
     (["experiment=smoke", "tasks.hmm.name=maze"], "tasks.hmm.name"),
-    (["experiment=smoke", "+train_by_task.maze={steps: 3}"], "train_by_task.maze"),
-    (["experiment=smoke", "+train_by_task.hmm={stepz: 3}"], "train_by_task.hmm.stepz"),
-    (["experiment=smoke", "+train_by_task.hmm={steps: 0}"], "train_by_task.hmm.steps"),
+    (["experiment=smoke", "+train_by.maze={steps: 3}"], "train_by.maze"),
+    (["experiment=smoke", "+train_by.hmm={stepz: 3}"], "train_by.hmm.stepz"),
+    (["experiment=smoke", "+train_by.hmm={steps: 0}"], "train_by.hmm.steps"),
+    (["experiment=smoke", "+train_by.hmm_mlp={lr: 0}"], "train_by.hmm_mlp.lr"),
+    (["experiment=smoke", "+train_by.lstm=3"], "train_by.lstm"),
     (["experiment=smoke", "~models.transformer", "~models.mamba", "~models.lstm", "~models.mlp"], "models"),
 ]
 
@@ -55,10 +57,13 @@ def test_smoke_plan_is_capacity_matched(compose):
             assert abs(counts[name] / counts["transformer"] - 1) <= 0.02, (task_key, counts)
 
 
-def test_train_by_task_overrides_only_that_task(compose):
-    jobs = resolve_plan(compose(["experiment=smoke", "+train_by_task.hmm={steps: 7}"]))
-    assert {j.train.steps for j in jobs if j.task_key == "hmm"} == {7}
-    assert {j.train.steps for j in jobs if j.task_key == "bijection"} == {20}
+def test_train_by_applies_task_then_model_then_job_deltas(compose):
+    jobs = resolve_plan(compose(["experiment=smoke", "+train_by.hmm={steps: 7, lr: 0.5}", "+train_by.mlp={steps: 9}",
+                                 "+train_by.hmm_mlp={steps: 11}"]))
+    steps = {j.name: j.train.steps for j in jobs}
+    assert steps == {"bijection_transformer": 20, "bijection_mamba": 20, "bijection_lstm": 20, "bijection_mlp": 9,
+                     "hmm_transformer": 7, "hmm_mamba": 7, "hmm_lstm": 7, "hmm_mlp": 11}
+    assert {j.train.lr for j in jobs if j.task_key == "hmm"} == {0.5}
 
 
 @pytest.mark.parametrize("experiment", ["default", "smoke", "demo", "paper/bijection_v20", "paper/hmm"])

@@ -275,3 +275,19 @@ def test_match_params_impossible_target():
 def test_meta_count_equals_real_count(name):
     for config in (tiny(name), dataclasses.replace(tiny(name), n_layers=3)):
         assert param_count(config, 105, 5, 93) == count_params(build_model(config, 105, 5, 93))
+
+
+def test_mlp_token_context_reads_only_its_own_token():
+    """The paper's per-position control: position t ignores every other token, yet is still causal."""
+    torch.manual_seed(0)
+    model = build_model(MLPConfig(hidden=64, context="token"), VOCAB, N_CLASSES, MAX_LEN).eval()
+    prefix = build_model(MLPConfig(hidden=64), VOCAB, N_CLASSES, MAX_LEN)
+    assert count_params(model) == count_params(prefix)  # the same weights, read differently
+    tokens = torch.randint(0, VOCAB, (4, MAX_LEN))
+    changed = tokens.clone()
+    changed[:, :5] = (changed[:, :5] + 1) % VOCAB  # earlier tokens change, position 5 onwards do not
+    with torch.no_grad():
+        torch.testing.assert_close(model(changed)[:, 5:], model(tokens)[:, 5:], atol=1e-6, rtol=0)
+        assert (model(changed)[:, :5] - model(tokens)[:, :5]).abs().amax() > 1e-6
+    with pytest.raises(ConfigError, match="context"):
+        MLPConfig(context="window")

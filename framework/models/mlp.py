@@ -2,8 +2,12 @@
 
 Aggarwal, Dalal & Misra (arXiv 2512.22471) train parameter-matched deep residual MLPs with
 LayerNorm on every wind tunnel; they fail (1.85 bits entropy MAE on bijection elimination, vs
-0.003 for the transformer), which shows the task is not solvable by a fixed function of position-
-indexed inputs at this size: it needs attention or a recurrence.
+0.003 for the transformer). Their MLP is per-position (it sees only its own token and position),
+which ``context="token"`` reproduces. The default, ``context="prefix"``, is stronger: it reads the
+whole causally masked prefix, so it can represent any fixed function of the tokens so far. That
+suffices for elimination (uniform over the values not yet seen is a function of the *set* of seen
+values), and our runs find it solves bijection elimination as well as the transformer; it still
+fails where the answer needs a computation over the context, such as HMM filtering.
 
 At position t the MLP's input is conceptually the concatenation of the embeddings of tokens
 0..max_len-1 with the positions after t zeroed, plus which position t it is predicting at:
@@ -34,18 +38,26 @@ from framework.errors import require
 from framework.models.base import ModelConfig, SequenceModel
 
 
+CONTEXTS = ("prefix", "token")
+
+
 @dataclass
 class MLPConfig(ModelConfig):
     name: str = "mlp"
     d_model: int = 32  # token embedding width; the flattened prefix is max_len * d_model wide
     hidden: int = 256  # width of every hidden layer; capacity matching resizes this
     n_layers: int = 4  # residual blocks after the prefix read
+    # "prefix": position t reads the whole causally masked prefix (tokens 0..t).
+    # "token": position t reads only its own token and position: the paper's per-position MLP
+    # control (public code: MLPControl), which cannot see the context at all.
+    context: str = "prefix"
 
     def __post_init__(self):
         for field in ("d_model", "hidden", "n_layers"):
             value = getattr(self, field)
             require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                     field, f"must be an integer >= 1, got {value!r}")
+        require(self.context in CONTEXTS, "context", f"must be one of {', '.join(CONTEXTS)}; got {self.context!r}")
 
 
 class ResidualBlock(nn.Module):
@@ -90,7 +102,9 @@ class MLP(SequenceModel):
             raise ValueError(f"sequence length {T} exceeds max_len={self.max_len} of the prefix read")
         e = self.embedding(tokens)  # (B, T, d)
         read = torch.einsum("btd,tdh->bth", e, self.prefix_weight[:T])  # (B, T, hidden): e_s @ W_s
-        x = read.cumsum(dim=1) + self.query_pos.weight[:T]  # (B, T, hidden): sum_{s<=t} e_s W_s + p_t
+        if self.config.context == "prefix":
+            read = read.cumsum(dim=1)  # (B, T, hidden): sum_{s<=t} e_s W_s
+        x = read + self.query_pos.weight[:T]  # (B, T, hidden)
         for block in self.blocks:
             x = block(x)  # (B, T, hidden)
         x = self.hook_features(self.ln_f(x))  # (B, T, hidden)
