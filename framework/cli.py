@@ -1,28 +1,71 @@
 """The ``windtunnel`` command: ``windtunnel experiment=<name> [hydra overrides]``.
 
-A thin Hydra shell around :func:`framework.experiment.run`. A bad setting exits with status 2 and
-one line naming the field, before any compute.
+A thin Hydra shell around :func:`framework.experiment.run`. Before Hydra creates a run folder, every
+job's overrides (each point of a ``-m`` sweep too) are composed and validated; a bad one exits with
+status 2 and one line naming the field and what is allowed, and leaves nothing behind.
 """
 from __future__ import annotations
 
-import shutil
+import itertools
 import sys
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from framework.config import CONFIG_DIR, register_schemas
+from framework.config import CONFIG_DIR, register_schemas, resolve_plan
 from framework.errors import ConfigError
 
 register_schemas()
 
+# Hydra's own flags: with any of these the command is not a run, and Hydra handles it.
+_HYDRA_FLAGS_NOT_RUNS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--shell-completion",
+                         "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p")
 
-def _remove_if_empty(run_dir: Path) -> None:
-    """Remove a run folder that holds nothing but what Hydra wrote on start: a rejected run leaves no trace."""
-    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir)
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override list of every job of a sweep (``a=1,2 b=3`` -> two jobs); one job without sweeps."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [raw] for o, raw in zip(parsed, overrides)]
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def _describe(err: Exception) -> ConfigError:
+    """One line, naming the field, from Hydra's and OmegaConf's multi-line composition errors."""
+    if isinstance(err, MissingConfigException):
+        missing = str(err).split("Could not find '", 1)[-1].split("'", 1)[0]  # e.g. experiment/nonexistent
+        group, _, option = missing.rpartition("/")
+        options = [o for o in (err.options or []) if not o.endswith("_schema")]
+        return ConfigError(group or missing, f"no option '{option}'; choose one of: {', '.join(options)}")
+    cause = err
+    while cause is not None and not (isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None)):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return ConfigError("overrides", str(err).splitlines()[0])
+    message = str(cause).splitlines()[0]
+    if "not in" in message:  # an unknown key: say which keys exist there
+        parent = getattr(cause, "object_type", None)
+        fields = getattr(parent, "__dataclass_fields__", None)
+        if fields:
+            message += f"; fields: {', '.join(fields)}"
+    return ConfigError(cause.full_key, message)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Compose and validate every job; raises ConfigError (one line) at the first bad one."""
+    for job in sweep_jobs(overrides):
+        try:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose("config", overrides=job)
+        except Exception as err:  # Hydra raises several unrelated types for bad overrides
+            raise _describe(err) from None
+        resolve_plan(cfg)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
@@ -30,12 +73,7 @@ def _app(cfg: DictConfig) -> None:
     from framework.experiment import run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        metrics = run(cfg, run_dir)
-    except ConfigError as err:
-        _remove_if_empty(run_dir)
-        print(f"windtunnel: invalid setting: {err}", file=sys.stderr)
-        sys.exit(2)
+    metrics = run(cfg, run_dir)
     print(f"wrote {run_dir / 'metrics.json'}")
     for r in metrics["runs"]:
         print(f"  {r['task_key']:>12} {r['model_key']:>12}  params={r['params']:>9,}  "
@@ -43,6 +81,14 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if not any(a.split("=")[0] in _HYDRA_FLAGS_NOT_RUNS for a in args):
+        overrides = [a for a in args if a not in ("-m", "--multirun")]
+        try:
+            check_overrides(overrides)
+        except ConfigError as err:
+            print(f"windtunnel: invalid setting: {err}", file=sys.stderr)
+            sys.exit(2)
     _app()
 
 

@@ -110,6 +110,10 @@ def _train_for(cfg: DictConfig, task_key: str, model_key: str) -> TrainConfig:
 
 def resolve_plan(cfg: DictConfig) -> list[Job]:
     """Every (task, model) job of the config, validated and sized; raises ConfigError before compute."""
+    known = {f.name for f in fields(RunConfig)} | {"hydra"}
+    for key in cfg:
+        if key not in known:
+            raise ConfigError(str(key), f"not a setting; settings: {', '.join(sorted(known - {'hydra'}))}")
     if not cfg.tasks:
         raise ConfigError("tasks", "no task selected; pick an experiment (experiment=smoke) or add one")
     if not cfg.models:

@@ -8,6 +8,7 @@ atomically, when every job has finished.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from framework.io import write_json, write_text
 from framework.metrics.evaluate import EvalSet, evaluate
 from framework.models import count_params
 from framework.training import pick_device, train
+
+log = logging.getLogger(__name__)
 
 
 def _eval_sets(job: Job, seed: int) -> tuple[EvalSet, EvalSet]:
@@ -73,10 +76,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     started = time.perf_counter()
     results, eval_sets = [], {}
-    for job in jobs:
+    for number, job in enumerate(jobs, 1):
         if job.task_key not in eval_sets:
             eval_sets = {job.task_key: _eval_sets(job, cfg.seed)}  # keep one task's sets in memory at a time
-        results.append(run_job(job, run_dir, cfg.seed, cfg.resume, eval_sets[job.task_key]))
+        log.info("job %d/%d: %s (%s, %d steps)", number, len(jobs), job.name, job.model_config, job.train.steps)
+        result = run_job(job, run_dir, cfg.seed, cfg.resume, eval_sets[job.task_key])
+        log.info("job %d/%d: %s: kl_bits=%.4g entropy_mae_bits=%.4g", number, len(jobs), job.name,
+                 result["kl_bits"], result["entropy_mae_bits"])
+        results.append(result)
     metrics = {"experiment": cfg.experiment, "runs": results, "wall_seconds": round(time.perf_counter() - started, 3)}
     if cfg.report:
         from framework.report import write_report  # matplotlib import only when plotting

@@ -64,3 +64,29 @@ def test_cli_runs_the_smoke_experiment(tmp_path):
     proc = _cli(["experiment=smoke", "train.progress=false"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["experiment"] == "smoke"
+
+
+def test_a_failed_run_leaves_no_metrics_and_resume_finishes_it(compose, tmp_path, monkeypatch):
+    import framework.experiment as experiment
+
+    overrides = ["experiment=smoke", "train.progress=false", "~models.mamba", "~models.mlp", "~tasks.hmm"]
+    real_train = experiment.train
+    calls = []
+
+    def failing_train(*args, **kwargs):
+        calls.append(kwargs["desc"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run is stopped during its second job
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train", failing_train)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose(overrides), tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "bijection_transformer" / "result.json").exists()
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
+
+    monkeypatch.setattr(experiment, "train", real_train)
+    metrics = run(compose(overrides + ["resume=true"]), tmp_path)
+    assert [r["model_key"] for r in metrics["runs"]] == ["transformer", "lstm"]
+    assert (tmp_path / "metrics.json").exists()

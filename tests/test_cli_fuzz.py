@@ -1,0 +1,105 @@
+"""Fuzz the command line with bad overrides: each exits 2 with one line naming the field, no traceback, no run folder."""
+from __future__ import annotations
+
+import random
+import sys
+
+import pytest
+
+from framework import cli
+
+# (override, the field its error must name, a word the message must contain)
+BAD = [
+    ("train.lr=0", "train.lr", "> 0"),
+    ("train.lr=-1", "train.lr", "> 0"),
+    ("train.lr=fast", "train.lr", "Float"),
+    ("train.steps=0", "train.steps", ">= 1"),
+    ("train.steps=1.5", "train.steps", "Integer"),
+    ("train.batch_size=0", "train.batch_size", ">= 1"),
+    ("train.warmup_steps=-5", "train.warmup_steps", ">= 0"),
+    ("train.min_lr_ratio=2", "train.min_lr_ratio", "[0, 1]"),
+    ("train.weight_decay=-0.1", "train.weight_decay", ">= 0"),
+    ("train.betas_2=1", "train.betas_2", "(0, 1)"),
+    ("train.grad_clip=0", "train.grad_clip", "> 0"),
+    ("train.target=logits", "train.target", "posterior"),
+    ("train.eval_sequences=10", "train.eval_sequences", "2048"),
+    ("train.device=tpu", "train.device", "cuda"),
+    ("train.eval_every=0", "train.eval_every", ">= 1"),
+    ("train.checkpoint_every=0", "train.checkpoint_every", ">= 1"),
+    ("train.threads=-1", "train.threads", ">= 0"),
+    ("train.progress=maybe", "train.progress", "bool"),
+    ("train.lrr=1", "train.lrr", "fields"),
+    ("+trian.lr=1", "trian", "settings"),
+    ("seed=abc", "seed", "Integer"),
+    ("experiment=nonexistent", "experiment", "choose one of"),
+    ("train=nope", "train", "choose one of"),
+    ("tasks.bijection.V=1", "tasks.bijection.V", ">= 2"),
+    ("tasks.bijection.L=0", "tasks.bijection.L", ">= 1"),
+    ("tasks.bijection.L=99", "tasks.bijection.L", "<= V"),
+    ("tasks.bijection.name=maze", "tasks.bijection.name", "choose one of"),
+    ("tasks.bijection.replacement=maybe", "tasks.bijection.replacement", "bool"),
+    ("tasks.bijection.W=3", "tasks.bijection.W", "fields"),
+    ("models.transformer.n_heads=5", "models.transformer.n_heads", "divide"),
+    ("models.transformer.d_model=0", "models.transformer.d_model", ">= 1"),
+    ("models.transformer.dropout=1.5", "models.transformer.dropout", "[0, 1)"),
+    ("models.transformer.name=rnn", "models.transformer.name", "choose one of"),
+    ("models.transformer.d_modl=3", "models.transformer.d_modl", "fields"),
+]
+EXTRA_BAD = [  # only meaningful in experiments that have these entries
+    ("tasks.hmm.S=1", "tasks.hmm.S", ">= 2"),
+    ("tasks.hmm.O=30", "tasks.hmm.O", "0.05"),
+    ("tasks.hmm.K=0", "tasks.hmm.K", ">= 1"),
+    ("models.mlp.context=window", "models.mlp.context", "prefix"),
+    ("models.mlp.hidden=0", "models.mlp.hidden", ">= 1"),
+    ("models.lstm.n_layers=0", "models.lstm.n_layers", ">= 1"),
+    ("models.mamba.d_state=0", "models.mamba.d_state", ">= 1"),
+    ("+train_by.maze={steps: 3}", "train_by.maze", "matches no"),
+    ("+train_by.hmm={steps: 0}", "train_by.hmm.steps", ">= 1"),
+    ("+train_by.mlp={stepz: 3}", "train_by.mlp.stepz", "not a train setting"),
+]
+
+
+def _cases():
+    cases = []
+    experiments = ("default", "smoke", "demo")
+    for number, (override, field, word) in enumerate(BAD):
+        cases.append(([f"experiment={experiments[number % 3]}", override], field, word))
+    for override, field, word in EXTRA_BAD:
+        for experiment in ("smoke", "demo"):
+            cases.append(([f"experiment={experiment}", override], field, word))
+    # combinations: a bad override among valid ones, and inside a sweep
+    rng = random.Random(0)
+    valid = ["train.steps=5", "seed=3", "train.lr=2e-3", "train.progress=false", "resume=true"]
+    for override, field, word in rng.sample([b for b in BAD if b[1]], 10):
+        cases.append((["experiment=smoke", *rng.sample(valid, 2), override], field, word))
+    cases.append((["experiment=smoke", "train.lr=1e-3,0"], "train.lr", "> 0"))
+    cases.append((["experiment=smoke", "seed=1,2,3", "tasks.bijection.L=6,8"], "tasks.bijection.L", "<= V"))
+    cases.append((["experiment=smoke", "~models.transformer", "~models.mamba", "~models.lstm", "~models.mlp"],
+                  "models", "no model"))
+    return cases
+
+
+CASES = _cases()
+
+
+def test_at_least_fifty_cases():
+    assert len(CASES) >= 50
+
+
+@pytest.mark.parametrize("args,field,word", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_override_is_rejected_cleanly(args, field, word, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["windtunnel", "-m" if any("," in a for a in args) else "--", *args,
+                                      f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}"])
+    if sys.argv[1] == "--":
+        sys.argv.pop(1)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert f"invalid setting: {field}:" in lines[0], lines[0]
+    assert word in lines[0], lines[0]
+    assert not run_dir.exists()
