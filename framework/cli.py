@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
@@ -20,6 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import CONFIG_DIR, register_schemas, resolve_plan
 from framework.errors import ConfigError
+from framework.io import CheckpointError
+from framework.training.loop import NonFiniteLoss
 
 register_schemas()
 
@@ -72,8 +75,16 @@ def check_overrides(overrides: list[str]) -> None:
 def _app(cfg: DictConfig) -> None:
     from framework.experiment import run
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = run(cfg, run_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # A sweep job's folder is named by its config hash, so what is there is this job's own work.
+        cfg.resume = True
+    try:
+        metrics = run(cfg, run_dir)
+    except (ConfigError, CheckpointError, NonFiniteLoss) as err:
+        print(f"windtunnel: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {run_dir / 'metrics.json'}")
     for r in metrics["runs"]:
         print(f"  {r['task_key']:>12} {r['model_key']:>12}  params={r['params']:>9,}  "

@@ -8,6 +8,7 @@ impossible setting stops the run with a one-line :class:`ConfigError` that names
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict
@@ -40,7 +41,23 @@ class RunConfig:
     report: bool = True  # write report.md and the calibration plots
 
 
+# Settings that never change a result: left out of the config hash that names a sweep job's folder.
+RESULT_NEUTRAL = {"hydra", "resume"}
+RESULT_NEUTRAL_TRAIN = {"progress"}
+
+
+def config_hash(cfg: Any) -> str:
+    """A short, stable hash of the settings that decide a run's results (``${config_hash:}`` in configs)."""
+    data = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            for key in cfg if key not in RESULT_NEUTRAL}
+    if isinstance(data.get("train"), dict):
+        data["train"] = {k: v for k, v in data["train"].items() if k not in RESULT_NEUTRAL_TRAIN}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def register_schemas() -> None:
+    if not OmegaConf.has_resolver("config_hash"):
+        OmegaConf.register_new_resolver("config_hash", lambda *, _root_: config_hash(_root_))
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="train", name="train_schema", node=TrainConfig)

@@ -38,6 +38,18 @@ def save_torch(path: Path, obj: Any) -> None:
     _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that is corrupt, unsafe, or not ours: refused, never half-loaded."""
+
+
 def load_torch(path: Path) -> Any:
-    """Checkpoints hold tensors and plain containers only, so they load without running pickled code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint holding only tensors and plain containers.
+
+    ``weights_only=True`` unpickles through torch's allow-list, so a crafted file cannot run code;
+    anything it refuses, and any truncated or corrupt file, becomes one CheckpointError.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...: all mean "do not use this file"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"refusing checkpoint {path}: {type(err).__name__}: {reason}") from None

@@ -71,7 +71,7 @@ def write_report(metrics: dict, run_dir: Path) -> None:
     for task_key, runs in groups.items():
         plot_calibration(task_key, runs, run_dir / f"calibration_{task_key}.png")
         for r in runs:
-            rows.append(f"| {task_key} | {r['model_key']} | {r['params']:,} | {r['steps']} | {r['train_seconds']:.1f} | "
+            rows.append(f"| {task_key} | {r['model_key']} | {r['params']:,} | {r['steps']} | {r['timing']['train_seconds']:.1f} | "
                         f"{_fmt(r['entropy_mae_bits'], r['entropy_mae_bits_stderr'])} | "
                         f"{_fmt(r['kl_bits'], r['kl_bits_stderr'])} |")
     n_eval = metrics["runs"][0]["n_sequences"]

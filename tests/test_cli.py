@@ -12,7 +12,7 @@ import pytest
 from framework.experiment import run
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_KEYS = {"task", "model", "params", "steps", "train_seconds", "entropy_mae_bits", "kl_bits", "per_position"}
+RUN_KEYS = {"task", "model", "params", "steps", "timing", "entropy_mae_bits", "kl_bits", "per_position"}
 
 
 def test_smoke_experiment_writes_metrics_report_and_plots(compose, tmp_path):
@@ -23,6 +23,7 @@ def test_smoke_experiment_writes_metrics_report_and_plots(compose, tmp_path):
     for entry in on_disk["runs"]:
         assert RUN_KEYS <= set(entry)
         assert entry["steps"] == 20
+        assert entry["timing"]["train_seconds"] > 0
         assert entry["n_sequences"] >= 2048
         pp = entry["per_position"]
         assert len(pp["h_model"]) == len(pp["h_bayes"]) == len(pp["kl_bits"]) == entry["n_positions"]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from framework.io import load_torch, save_torch
+from framework.io import CheckpointError, load_torch, save_torch
 from framework.metrics.bits import soft_cross_entropy
 from framework.metrics.evaluate import EvalSet, autocast_for, evaluate
 from framework.tasks.base import Batch, Task
@@ -24,6 +24,7 @@ from framework.training.config import TrainConfig
 from framework.training.schedule import warmup_cosine
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = {"meta", "model", "optimizer", "generator", "torch_rng", "step", "train_seconds", "history"}
 LOG_EVERY = 50
 
 
@@ -100,6 +101,8 @@ def train(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp"):  # what a write killed mid-way left; the real files are intact
+        stale.unlink()
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator(device).manual_seed(seed)
@@ -108,8 +111,10 @@ def train(
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.exists():
         state = load_torch(ckpt_path)
+        if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS:
+            raise CheckpointError(f"refusing checkpoint {ckpt_path}: not a training checkpoint of this framework")
         if state["meta"] != meta:
-            raise RuntimeError(f"checkpoint {ckpt_path} is for {state['meta']}, not {meta}; refusing to resume")
+            raise CheckpointError(f"checkpoint {ckpt_path} is for {state['meta']}, not {meta}; refusing to resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -163,8 +168,7 @@ def train(
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 scores = evaluate(model, val_set, device)
-                point = {"step": step, "kl_bits": scores["kl_bits"], "entropy_mae_bits": scores["entropy_mae_bits"],
-                         "train_seconds": train_seconds}
+                point = {"step": step, "kl_bits": scores["kl_bits"], "entropy_mae_bits": scores["entropy_mae_bits"]}
                 history.append(point)
                 writer.add_scalar("val/kl_bits", scores["kl_bits"], step)
                 writer.add_scalar("val/entropy_mae_bits", scores["entropy_mae_bits"], step)
