@@ -7,6 +7,7 @@ status 2 and one line naming the field and what is allowed, and leaves nothing b
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,12 @@ def _app(cfg: DictConfig) -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # A sweep job's folder is named by its config hash, so what is there is this job's own work.
         cfg.resume = True
+        n_jobs = hydra_cfg.launcher.get("n_jobs") if "Joblib" in str(hydra_cfg.launcher.get("_target_")) else None
+        if n_jobs is not None and n_jobs < 1:  # joblib's -1: one job per core
+            n_jobs = os.cpu_count() or 1
+        if n_jobs and cfg.train.threads == 0:
+            # Parallel local jobs share the cores: without this each would start one thread per core.
+            cfg.train.threads = max(1, (os.cpu_count() or 1) // n_jobs)
     try:
         metrics = run(cfg, run_dir)
     except (ConfigError, CheckpointError, NonFiniteLoss) as err:
