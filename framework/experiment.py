@@ -84,10 +84,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.perf_counter()
     results, eval_sets = [], {}
     for number, job in enumerate(jobs, 1):
-        if job.task_key not in eval_sets:
-            eval_sets = {job.task_key: _eval_sets(job, cfg.seed)}  # keep one task's sets in memory at a time
+        t = job.train
+        key = (job.task_key, t.val_sequences, t.eval_sequences, t.eval_batch_size)
+        if key not in eval_sets:
+            eval_sets = {key: _eval_sets(job, cfg.seed)}  # one task's sets in memory at a time
         log.info("job %d/%d: %s (%s, %d steps)", number, len(jobs), job.name, job.model_config, job.train.steps)
-        result = run_job(job, run_dir, cfg.seed, cfg.resume, eval_sets[job.task_key])
+        result = run_job(job, run_dir, cfg.seed, cfg.resume, eval_sets[key])
         log.info("job %d/%d: %s: kl_bits=%.4g entropy_mae_bits=%.4g", number, len(jobs), job.name,
                  result["kl_bits"], result["entropy_mae_bits"])
         results.append(result)
