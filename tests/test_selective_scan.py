@@ -1,4 +1,4 @@
-"""The chunked selective scan against the sequential reference (mamba-ssm's selective_scan_ref)."""
+"""The fused and chunked selective scans against the sequential reference (mamba-ssm's selective_scan_ref)."""
 from __future__ import annotations
 
 import itertools
@@ -7,9 +7,11 @@ import sys
 import pytest
 import torch
 
+from framework.models import MambaConfig, build_model
 from framework.models.selective_scan import (
     cuda_kernels,
     selective_scan,
+    selective_scan_fused,
     selective_scan_parallel,
     selective_scan_ref,
 )
@@ -106,10 +108,169 @@ def test_float32_is_stable_at_long_lengths():
     torch.testing.assert_close(par32.double(), ref, atol=1e-4, rtol=1e-4)
 
 
-def test_auto_dispatch_on_cpu_is_the_parallel_scan_and_silent(recwarn):
+def extras(batch, dim, L, dtype=torch.float64, seed=10):
+    """D, z and a delta bias, for the full mamba-ssm signature."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(dim, generator=g, dtype=dtype), torch.randn(batch, dim, L, generator=g, dtype=dtype),
+            torch.randn(dim, generator=g, dtype=dtype))
+
+
+def run_with_grads(scan, inputs, full=False, softplus=False, **kwargs):
+    """y, the last state and the gradients of every input, under a loss that weighs both outputs.
+
+    ``full`` adds D and z (and, with ``softplus``, a delta bias through the softplus) as inputs."""
+    batch, dim, L = inputs[0].shape
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    extra_leaves = []
+    if full:
+        D, z, bias = (t.to(inputs[0]) for t in extras(batch, dim, L))
+        extra_leaves = [t.requires_grad_() for t in ((D, z, bias) if softplus else (D, z))]
+        kwargs.update(D=extra_leaves[0], z=extra_leaves[1])
+        if softplus:
+            kwargs.update(delta_bias=extra_leaves[2], delta_softplus=True)
+    y, h = scan(*leaves, return_last_state=True, **kwargs)
+    g = torch.Generator().manual_seed(11)
+    wy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y)
+    wh = torch.randn(h.shape, generator=g, dtype=torch.float64).to(h)
+    ((y * wy).sum() + (h * wh).sum()).backward()
+    return [y.detach(), h.detach()] + [t.grad for t in leaves + extra_leaves]
+
+
+@pytest.mark.parametrize("regime", ["small", "large", "mixed"])
+@pytest.mark.parametrize("batch,dim,n,L", GRID)
+def test_fused_matches_reference_with_gradients(batch, dim, n, L, regime):
+    """Outputs, last state and the gradients of u, delta, A, B, C, D and z. At these sizes the
+    default chunk holds the whole sequence (the backward reuses the forward's buffers); chunks of 3
+    steps take the other path, where the backward recomputes every chunk."""
+    inputs = make_inputs(batch, dim, n, L, regime)
+    ref = run_with_grads(selective_scan_ref, inputs, full=True)
+    assert all(torch.isfinite(t).all() for t in ref)
+    for chunk in (None, 3):
+        fused = run_with_grads(selective_scan_fused, inputs, full=True, chunk=chunk)
+        assert fused[0].shape == (batch, dim, L) and fused[1].shape == (batch, dim, n)
+        for name, got, want in zip(["y", "h_L", "u", "delta", "A", "B", "C", "D", "z"], fused, ref):
+            assert got.dtype == torch.float64, name
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9,
+                                       msg=lambda m: f"chunk {chunk}, {name}: {m}")
+
+
+@pytest.mark.parametrize("L,chunk", [(1, 1), (7, 1), (7, 2), (7, 3), (7, 7), (7, 50), (64, 5), (200, 64)])
+def test_fused_any_chunk_size_gives_the_same_scan(L, chunk):
+    """Chunk boundaries carry the state forward and the adjoint backward; the last chunk may be short."""
+    inputs = make_inputs(2, 4, 4, L, "mixed", seed=1)
+    ref = run_with_grads(selective_scan_ref, inputs, full=True, softplus=True)
+    fused = run_with_grads(selective_scan_fused, inputs, full=True, softplus=True, chunk=chunk)
+    for got, want in zip(fused, ref):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
+    with pytest.raises(ValueError, match="chunk"):
+        selective_scan_fused(*inputs, chunk=0)
+
+
+@pytest.mark.parametrize("batch,dim,n,L,chunk", [(1, 1, 1, 1, None), (2, 3, 2, 5, None), (2, 3, 2, 9, 2),
+                                                 (1, 2, 3, 6, 4)])
+def test_fused_gradcheck(batch, dim, n, L, chunk):
+    """Finite differences against the hand-written backward, through every input and both outputs."""
+    u, delta, A, B, C = make_inputs(batch, dim, n, L, "mixed", seed=3)
+    D, z, bias = extras(batch, dim, L)
+
+    def scan(*args):
+        return selective_scan_fused(*args[:5], D=args[5], z=args[6], delta_bias=args[7], delta_softplus=True,
+                                    return_last_state=True, chunk=chunk)
+
+    raw = delta.log()  # before the softplus, so that softplus(raw) spans the same range as delta
+    leaves = [t.clone().requires_grad_() for t in (u, raw, A, B, C, D, z, bias)]
+    assert torch.autograd.gradcheck(scan, leaves)
+    # and the scan alone, with no softplus, D or z in front of it
+    leaves = [t.clone().requires_grad_() for t in (u, delta, A, B, C)]
+    assert torch.autograd.gradcheck(lambda *a: selective_scan_fused(*a, return_last_state=True, chunk=chunk),
+                                    leaves)
+
+
+def test_fused_handles_unused_outputs_and_empty_sequences():
+    u, delta, A, B, C = make_inputs(2, 3, 4, 9, "mixed", seed=6)
+    # only the last state carries gradient (y unused), and only y (the state unused)
+    for pick in (lambda y, h: h.square().sum(), lambda y, h: y.square().sum()):
+        grads = []
+        for scan in (selective_scan_ref, selective_scan_fused):
+            leaves = [t.clone().requires_grad_() for t in (u, delta, A, B, C)]
+            pick(*scan(*leaves, return_last_state=True)).backward()
+            # the reference leaves C's gradient None when only the state is used; the fused scan, zero
+            grads.append([torch.zeros_like(t) if t.grad is None else t.grad for t in leaves])
+        for got, want in zip(*reversed(grads)):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
+    y, h = selective_scan_fused(u[..., :0], delta[..., :0], A, B[..., :0], C[..., :0], return_last_state=True)
+    assert y.shape == (2, 3, 0) and torch.equal(h, torch.zeros(2, 3, 4, dtype=torch.float64))
+
+
+def test_fused_records_one_autograd_node_for_the_whole_scan():
+    """The point of the fused scan: the graph does not grow with L."""
+    def graph_size(L):
+        leaves = [t.requires_grad_() for t in make_inputs(1, 2, 2, L, "mixed")]
+        seen, stack = set(), [selective_scan_fused(*leaves).grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is not None and node not in seen:
+                seen.add(node)
+                stack.extend(next_fn for next_fn, _ in node.next_functions)
+        return len(seen)
+
+    assert graph_size(5) == graph_size(200) < 15
+
+
+def test_fused_accepts_any_memory_layout():
+    """Mamba passes delta and z as (B, L, D) memory viewed as (B, D, L), and B, C as contiguous copies;
+    the results and gradients must not depend on the layout (the scan transposes internally)."""
+    u, delta, A, B, C = make_inputs(3, 5, 4, 23, "mixed", seed=7)
+
+    def relayout(t):  # the same values, in (B, L, X) memory
+        return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+    want = run_with_grads(selective_scan_ref, (u, delta, A, B, C), full=True)
+    got = run_with_grads(selective_scan_fused, (relayout(u), relayout(delta), A, relayout(B), relayout(C)),
+                         full=True)
+    strided = (u, torch.cat([delta, delta], 1)[:, 5:], A.t().contiguous().t(), B, C)  # a slice; A transposed
+    sliced = run_with_grads(selective_scan_fused, strided, full=True)
+    for g1, g2, w in zip(got, sliced, want):
+        torch.testing.assert_close(g1, w, atol=1e-10, rtol=1e-9)
+        torch.testing.assert_close(g2, w, atol=1e-10, rtol=1e-9)
+
+
+def test_fused_float32_is_stable_at_long_lengths():
+    """float32, L = 200, decays down to exp(-1e3) per step: finite, and outputs and gradients close
+    to the float64 reference."""
+    inputs = make_inputs(2, 8, 16, 200, "large", seed=5)
+    ref = run_with_grads(selective_scan_ref, inputs, full=True)
+    fused = run_with_grads(selective_scan_fused, [t.float() for t in inputs], full=True)
+    for name, got, want in zip(["y", "h_L", "u", "delta", "A", "B", "C", "D", "z"], fused, ref):
+        assert got.dtype == torch.float32 and torch.isfinite(got).all(), name
+        torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("impl", ["fused", "auto"])
+def test_mamba_fused_scan_equals_reference_scan(impl):
+    """The model end to end: logits and every parameter's gradient, float64."""
+    torch.manual_seed(0)
+    model = build_model(MambaConfig(d_model=16, n_layers=2), 11, 5, 40).double()
+    tokens = torch.randint(0, 11, (3, 40))
+    out = {}
+    for name in ("ref", impl):
+        model.scan_impl = name
+        model.zero_grad()
+        logits = model(tokens)
+        logits.square().sum().backward()
+        out[name] = (logits.detach(), [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(out[impl][0], out["ref"][0], atol=1e-10, rtol=1e-10)
+    for (name, _), g, g_ref in zip(model.named_parameters(), out[impl][1], out["ref"][1]):
+        torch.testing.assert_close(g, g_ref, atol=1e-9, rtol=1e-9, msg=lambda m: f"{name}: {m}")
+
+
+def test_auto_dispatch_on_cpu_is_the_fused_scan_and_silent(recwarn):
     u, delta, A, B, C = make_inputs(1, 4, 4, 10, "mixed", dtype=torch.float32)
-    torch.testing.assert_close(selective_scan(u, delta, A, B, C), selective_scan_parallel(u, delta, A, B, C))
-    torch.testing.assert_close(selective_scan(u, delta, A, B, C, impl="ref"), selective_scan_ref(u, delta, A, B, C))
+    auto = selective_scan(u, delta, A, B, C)
+    assert torch.equal(auto, selective_scan_fused(u, delta, A, B, C))  # the same code, bit for bit
+    for impl, scan in [("fused", selective_scan_fused), ("parallel", selective_scan_parallel),
+                       ("ref", selective_scan_ref)]:
+        assert torch.equal(selective_scan(u, delta, A, B, C, impl=impl), scan(u, delta, A, B, C))
     assert not [w for w in recwarn if "mamba-ssm" in str(w.message)]
     with pytest.raises(ValueError, match="impl"):
         selective_scan(u, delta, A, B, C, impl="fast")
@@ -127,12 +288,21 @@ def test_cuda_auto_matches_reference(monkeypatch):
 
     monkeypatch.setattr(ss, "_warned_no_kernel", False)
     inputs = make_inputs(2, 8, 16, 64, "mixed", dtype=torch.float32)
-    if cuda_kernels() is None:  # the fallback: the chunked scan on CUDA, with one warning
+    if cuda_kernels() is None:  # the fallback: the fused scan on CUDA, with one warning
         with pytest.warns(UserWarning, match="mamba-ssm"):
             y = selective_scan(*(t.cuda() for t in inputs))
     else:
         y = selective_scan(*(t.cuda() for t in inputs))
     torch.testing.assert_close(y.cpu(), selective_scan_ref(*inputs), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fused_matches_reference_with_gradients():
+    inputs = make_inputs(2, 8, 16, 64, "mixed", dtype=torch.float32)
+    ref = run_with_grads(selective_scan_ref, inputs, full=True)
+    fused = run_with_grads(selective_scan_fused, [t.cuda() for t in inputs], full=True)
+    for got, want in zip(fused, ref):
+        torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -149,3 +319,19 @@ def test_parallel_is_faster_than_the_loop_on_cpu():
             scan(*leaves).sum().backward()
             times[scan].append(time.perf_counter() - start)
     assert statistics.median(times[selective_scan_parallel]) < statistics.median(times[selective_scan_ref])
+
+
+@pytest.mark.slow
+def test_fused_is_faster_than_the_parallel_scan_on_cpu():
+    import statistics
+    import time
+
+    torch.set_num_threads(2)
+    leaves = [t.float().requires_grad_() for t in make_inputs(16, 128, 16, 100, "mixed")]
+    times = {selective_scan_parallel: [], selective_scan_fused: []}
+    for _ in range(7):
+        for scan in times:
+            start = time.perf_counter()
+            scan(*leaves).sum().backward()
+            times[scan].append(time.perf_counter() - start)
+    assert statistics.median(times[selective_scan_fused]) < statistics.median(times[selective_scan_parallel])

@@ -15,8 +15,8 @@ embedding: the recurrence and the causal convolution know the order.
 
 Hook points: ``blocks[i].hook_resid_post`` (B, T, d) and ``hook_features`` (B, T, d), the final
 normalised features fed to the head (the paper's "final-layer states" clustered by hidden state).
-Set ``model.scan_impl`` to "ref" or "parallel" to force a scan (tests compare them); "auto" uses
-mamba-ssm's CUDA kernel when it can.
+Set ``model.scan_impl`` to "ref", "parallel" or "fused" to force a scan (tests compare them); "auto"
+uses mamba-ssm's CUDA kernel when it can, else "fused".
 """
 from __future__ import annotations
 
