@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     threads = jobs[0].train.threads
     if threads:
         torch.set_num_threads(threads)
+    if jobs[0].train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it at its first call
+        # warn_only: kernels with no deterministic version (e.g. some attention backwards) warn, not fail
+        torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     started = time.perf_counter()

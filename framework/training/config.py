@@ -32,6 +32,9 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda when present
     compile: bool = False  # torch.compile the model (eager fallback if compilation fails)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # CUDA: ask torch for deterministic kernels (torch.use_deterministic_algorithms, warn_only) and
+    # set CUBLAS_WORKSPACE_CONFIG. CPU runs are deterministic without it.
+    deterministic: bool = False
     progress: bool = True  # tqdm bar
 
     def __post_init__(self) -> None:
