@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test test-all smoke clean
+.PHONY: demo test test-all smoke clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,6 @@ test-all: $(STAMP)
 
 clean:
 	rm -rf runs multirun outputs
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.selective_scan

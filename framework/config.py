@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict
@@ -25,6 +26,7 @@ from framework.tasks import TASKS, Task, TaskConfig, build_task
 from framework.training.config import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,7 +140,10 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
     job_keys = {*cfg.tasks, *cfg.models, *(f"{t}_{m}" for t in cfg.tasks for m in cfg.models)}
     for key in cfg.train_by:
         if key not in job_keys:
-            raise ConfigError(f"train_by.{key}", f"matches no task, model or job here; keys: {', '.join(sorted(job_keys))}")
+            # Not an error: removing a task or model (`~models.mlp`) leaves the experiment's deltas for
+            # it behind, and they should not block the run. Said loudly, so a misspelt key is seen.
+            log.warning("train_by.%s matches no task, model or job of this run (%s); ignored",
+                        key, ", ".join(sorted(job_keys)))
     model_configs = {key: _to_object(node, f"models.{key}", MODELS, "model") for key, node in cfg.models.items()}
     reference = next((m for m in model_configs.values() if m.name == "transformer"), TransformerConfig())
     jobs = []

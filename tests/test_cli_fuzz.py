@@ -53,7 +53,7 @@ EXTRA_BAD = [  # only meaningful in experiments that have these entries
     ("models.mlp.hidden=0", "models.mlp.hidden", ">= 1"),
     ("models.lstm.n_layers=0", "models.lstm.n_layers", ">= 1"),
     ("models.mamba.d_state=0", "models.mamba.d_state", ">= 1"),
-    ("+train_by.maze={steps: 3}", "train_by.maze", "matches no"),
+    ("++train_by.hmm=3", "train_by.hmm", "mapping"),
     ("+train_by.hmm={steps: 0}", "train_by.hmm.steps", ">= 1"),
     ("+train_by.mlp={stepz: 3}", "train_by.mlp.stepz", "not a train setting"),
 ]

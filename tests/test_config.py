@@ -21,7 +21,7 @@ BAD = [
     (["experiment=smoke", "models.lstm.d_model=0"], "models.lstm.d_model"),
     (["experiment=smoke", "models.mlp.name=perceptron"], "models.mlp.name"),
     (["experiment=smoke", "tasks.hmm.name=maze"], "tasks.hmm.name"),
-    (["experiment=smoke", "+train_by.maze={steps: 3}"], "train_by.maze"),
+
     (["experiment=smoke", "+train_by.hmm={stepz: 3}"], "train_by.hmm.stepz"),
     (["experiment=smoke", "+train_by.hmm={steps: 0}"], "train_by.hmm.steps"),
     (["experiment=smoke", "+train_by.hmm_mlp={lr: 0}"], "train_by.hmm_mlp.lr"),
@@ -69,3 +69,9 @@ def test_train_by_applies_task_then_model_then_job_deltas(compose):
 @pytest.mark.parametrize("experiment", ["default", "smoke", "demo", "paper/bijection_v20", "paper/hmm"])
 def test_every_experiment_resolves(compose, experiment):
     assert resolve_plan(compose([f"experiment={experiment}"]))
+
+
+def test_train_by_for_a_removed_model_is_ignored_with_a_warning(compose, caplog):
+    jobs = resolve_plan(compose(["experiment=demo", "~models.mlp_token", "~tasks.hmm"]))
+    assert {j.model_key for j in jobs} == {"transformer", "mamba", "lstm", "mlp"}
+    assert any("train_by.mlp_token matches no" in r.getMessage() for r in caplog.records)
