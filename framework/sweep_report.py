@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from framework.config import RESULT_NEUTRAL, RESULT_NEUTRAL_TRAIN
 from framework.io import write_json, write_text
 
 METRICS = ("kl_bits", "entropy_mae_bits")
@@ -27,8 +28,9 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
 
 def _group_key(config: dict, run: dict) -> str:
     """What distinguishes a group: every setting but the seed and the result-neutral ones."""
-    settings = {k: v for k, v in config.items() if k not in ("seed", "resume")}
-    settings.get("train", {}).pop("progress", None)
+    settings = {k: v for k, v in config.items() if k not in RESULT_NEUTRAL | {"seed"}}
+    for key in RESULT_NEUTRAL_TRAIN:
+        settings.get("train", {}).pop(key, None)
     return json.dumps({"settings": settings, "task": run["task_key"], "model": run["model_key"]}, sort_keys=True)
 
 
