@@ -163,7 +163,3 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
                     raise err.under(f"models.{model_key}") from None
             jobs.append(Job(task_key, model_key, task_config, model_config, _train_for(cfg, task_key, model_key), task))
     return jobs
-
-
-def as_dict(config: Any) -> dict:
-    return {f.name: getattr(config, f.name) for f in fields(config)}

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from framework.config import Job, as_dict, derive_seed, resolve_plan
+from framework.config import Job, derive_seed, resolve_plan
 from framework.io import write_json, write_text
 from framework.metrics.evaluate import EvalSet, evaluate
 from framework.models import count_params
@@ -42,7 +43,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
     torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
     model = job.build_model().to(device)
     params = count_params(model)
-    meta = {"task": as_dict(job.task_config), "model": as_dict(job.model_config), "params": params}
+    meta = {"task": asdict(job.task_config), "model": asdict(job.model_config), "params": params}
     val_set, test_set = eval_sets
     outcome = train(model, job.task, job.train, job_dir, seed=derive_seed(seed, job.task_key, "data"),
                     val_set=val_set, meta=meta, resume=resume, desc=job.name)
@@ -60,7 +61,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         "history": outcome.history,
         "task_config": meta["task"],
         "model_config": meta["model"],
-        "train_config": as_dict(job.train),
+        "train_config": asdict(job.train),
         "device": str(device),
         # Everything that depends on the machine's speed, and nothing else, sits here: the rest of
         # an entry is identical between two runs with the same config and seed on CPU.

@@ -15,7 +15,7 @@ from framework.errors import ConfigError
 def config_from(registry: dict[str, tuple[type, type]], config: Any, kind: str) -> Any:
     """The registered config dataclass for ``config``; a ConfigError names the bad field."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        name, values = getattr(config, "name", "?"), {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        name, values = getattr(config, "name", "?"), dataclasses.asdict(config)
     elif isinstance(config, Mapping):
         name, values = config.get("name", "?"), dict(config)
     else:

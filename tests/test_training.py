@@ -1,6 +1,8 @@
 """The training loop: it learns, resumes exactly, refuses foreign checkpoints, and stops on a bad loss."""
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 
 import pytest
@@ -60,7 +62,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(p, q), name
     assert [h["kl_bits"] for h in out_b.history] == [h["kl_bits"] for h in out.history]
     lines = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
-    steps = [__import__("json").loads(line)["step"] for line in lines]
+    steps = [json.loads(line)["step"] for line in lines]
     assert steps == sorted(set(steps)), "log has duplicated steps after resume"
 
 
