@@ -106,3 +106,16 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 20
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_snapshots_hold_the_weights_at_each_snapshot_step(tmp_path):
+    model = _model()
+    train(model, TASK, replace(CFG, steps=30, snapshot_every=10), tmp_path, seed=3, val_set=_val(), meta=META)
+    paths = sorted((tmp_path / "snapshots").glob("step_*.pt"))
+    assert [p.name for p in paths] == ["step_0000010.pt", "step_0000020.pt", "step_0000030.pt"]
+    last = torch.load(paths[-1], weights_only=True)
+    assert last["meta"] == META and last["step"] == 30
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, last["model"][name]), name
+    first = torch.load(paths[0], weights_only=True)
+    assert any(not torch.equal(first["model"][n], p) for n, p in model.state_dict().items())

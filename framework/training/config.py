@@ -29,6 +29,9 @@ class TrainConfig:
     eval_sequences: int = 2048  # the final, reported evaluation (SPEC §3: at least 2048)
     eval_batch_size: int = 512
     checkpoint_every: int = 500
+    # Save the model's weights to snapshots/step_<N>.pt every this many steps (0: never). The
+    # training-dynamics probe reads them (attention stability against calibration over training).
+    snapshot_every: int = 0
     device: str = "auto"  # auto = cuda when present
     compile: bool = False  # torch.compile the model (eager fallback if compilation fails)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -53,5 +56,6 @@ class TrainConfig:
                 f"must be >= 2048 (SPEC §3: enough fresh sequences for stable bits), got {self.eval_sequences}")
         require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        require(self.snapshot_every >= 0, "snapshot_every", f"must be >= 0, got {self.snapshot_every}")
         require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")

@@ -24,6 +24,7 @@ from framework.training.config import TrainConfig
 from framework.training.schedule import warmup_cosine
 
 CHECKPOINT = "checkpoint.pt"
+SNAPSHOTS = "snapshots"  # snapshots/step_<N>.pt: {"meta", "model", "step"}, weights only
 CHECKPOINT_KEYS = {"meta", "model", "optimizer", "generator", "torch_rng", "step", "train_seconds", "history"}
 LOG_EVERY = 50
 
@@ -180,6 +181,9 @@ def train(
                 log.flush()
             if checkpoint_due:
                 save_checkpoint()
+            if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps):
+                save_torch(out_dir / SNAPSHOTS / f"step_{step:07d}.pt",
+                           {"meta": meta, "model": model.state_dict(), "step": step})
     finally:
         bar.close()
         log.close()
