@@ -56,3 +56,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def posterior_reference(self, tokens: torch.Tensor) -> torch.Tensor:
         """The same as :meth:`posterior` by a slow, obviously correct method (enumeration, plain loops)."""
+
+    def all_sequences(self) -> torch.Tensor:
+        """(N, T) long: every sequence the task produces with nonzero probability, each once.
+
+        Small configurations only: it backs the whole-matrix view (every prompt against its exact
+        row). Tasks that cannot be enumerated raise ValueError saying why.
+        """
+        raise ValueError(f"task '{self.name}' does not enumerate its sequences")
+
+
+MAX_ENUMERATED = 200_000  # all_sequences() refuses to list more sequences than this

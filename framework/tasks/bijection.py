@@ -25,7 +25,7 @@ from functools import lru_cache
 import torch
 
 from framework.errors import require
-from framework.tasks.base import Batch, Task, TaskConfig
+from framework.tasks.base import MAX_ENUMERATED, Batch, Task, TaskConfig
 
 
 @dataclass
@@ -104,6 +104,48 @@ class BijectionTask(Task):
                 for value in range(V):
                     out[b, i, value] = sum(p[key] == value for p in consistent) / len(consistent)
         return out.to(tokens.device)
+
+    def all_sequences(self) -> torch.Tensor:
+        """Every ``k1 v1 ... kL`` consistent with some bijection: keys in any allowed order, and each
+        first-seen key bound to a value not yet used (a repeated key repeats its value)."""
+        V, L = self.V, self.L
+        count = _count_sequences(V, L, self.config.replacement)
+        if count > MAX_ENUMERATED:
+            raise ValueError(f"bijection V={V}, L={L} has {count:,} sequences; the matrix view enumerates at most "
+                             f"{MAX_ENUMERATED:,} (try V <= 5)")
+        out: list[list[int]] = []
+
+        def extend(seq: list[int], bound: dict[int, int]) -> None:
+            i = len(seq) // 2
+            for key in range(V):
+                if key in bound and not self.config.replacement:
+                    continue
+                if i == L - 1:
+                    out.append(seq + [key])
+                    continue
+                values = [bound[key]] if key in bound else [v for v in range(V) if v not in bound.values()]
+                for value in values:
+                    extend(seq + [key, value + V], {**bound, key: value})
+
+        extend([], {})
+        return torch.tensor(out, dtype=torch.long)
+
+
+def _count_sequences(V: int, L: int, replacement: bool) -> int:
+    """How many sequences all_sequences() lists, counted without listing them."""
+    if not replacement:
+        return math.perm(V, L) * math.perm(V, L - 1)
+    # with replacement: track how many distinct keys have been seen (d); a new key brings a new value
+    ways = {0: 1}
+    for i in range(L):
+        last = i == L - 1
+        nxt: dict[int, int] = {}
+        for d, n in ways.items():
+            nxt[d] = nxt.get(d, 0) + n * d  # a seen key: its value is fixed
+            if d < V:  # a new key, and (unless it is the last token) a new value for it
+                nxt[d + 1] = nxt.get(d + 1, 0) + n * (V - d) * (1 if last else V - d)
+        ways = nxt
+    return sum(ways.values())
 
 
 @lru_cache(maxsize=None)
