@@ -49,7 +49,7 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device | s
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    kls, h_models, h_bayes = [], [], []
+    kls, h_models, h_bayes, hits, bayes_hits = [], [], [], [], []
     with torch.inference_mode(), autocast_for(device):
         for batch in eval_set.batches:
             batch = batch.to(device)
@@ -57,17 +57,25 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device | s
             kls.append(kl_bits(batch.posterior, logits).cpu())
             h_models.append(entropy_bits_from_logits(logits).cpu())
             h_bayes.append(entropy_bits(batch.posterior).cpu())
+            hits.append((logits.argmax(-1) == batch.labels).cpu())
+            bayes_hits.append((batch.posterior.argmax(-1) == batch.labels).cpu())
     model.train(was_training)
     kl = torch.cat(kls)  # (N, P)
     h_model, h_true = torch.cat(h_models), torch.cat(h_bayes)
     abs_err = (h_model - h_true).abs()
     mae, mae_se = _mean_stderr(abs_err.mean(-1))
     kl_mean, kl_se = _mean_stderr(kl.mean(-1))
+    acc, acc_se = _mean_stderr(torch.cat(hits).double().mean(-1))
     return {
         "entropy_mae_bits": mae,
         "entropy_mae_bits_stderr": mae_se,
         "kl_bits": kl_mean,
         "kl_bits_stderr": kl_se,
+        # Top-1 agreement with the realised outcome, and the same for the Bayes-optimal guess: the
+        # ceiling a perfect model reaches (1.0 for recall of stored keys, chance for unseen values).
+        "accuracy": acc,
+        "accuracy_stderr": acc_se,
+        "bayes_accuracy": torch.cat(bayes_hits).double().mean().item(),
         "n_sequences": kl.shape[0],
         "n_positions": kl.shape[1],
         "per_position": {
@@ -75,5 +83,6 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device | s
             "h_bayes": h_true.mean(0).tolist(),
             "kl_bits": kl.mean(0).tolist(),
             "entropy_mae_bits": abs_err.mean(0).tolist(),
+            "accuracy": torch.cat(hits).double().mean(0).tolist(),
         },
     }
