@@ -38,6 +38,11 @@ class TransformerConfig(ModelConfig):
     n_heads: int = 4  # head size d_model / n_heads = 16
     d_ff: int = 256  # the usual 4 * d_model
     dropout: float = 0.0  # wind tunnels sample fresh sequences every step, so nothing to regularise
+    # How the model knows where it is. "learned": one trained vector per position (GPT-2; positions
+    # past the training length are never trained, so length generalisation tests what that costs);
+    # "sinusoidal": the fixed encoding of Vaswani et al., defined at every length; "none": no
+    # positional input at all (a causal mask alone lets a model infer position; Haviv et al. 2022).
+    positional: str = "learned"
 
     def __post_init__(self):
         for field in ("d_model", "n_layers", "n_heads", "d_ff"):
@@ -48,6 +53,21 @@ class TransformerConfig(ModelConfig):
                 f"must divide d_model={self.d_model}, got {self.n_heads}")
         require(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
                 "dropout", f"must be in [0, 1), got {self.dropout!r}")
+        require(self.positional in POSITIONAL, "positional",
+                f"must be one of {', '.join(POSITIONAL)}; got {self.positional!r}")
+
+
+POSITIONAL = ("learned", "sinusoidal", "none")
+
+
+def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
+    """(max_len, d_model): sin on even, cos on odd channels, wavelengths 2*pi .. 10000*2*pi."""
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (T, 1)
+    rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(position * rate)
+    table[:, 1::2] = torch.cos(position * rate)[:, : d_model // 2]
+    return table
 
 
 class CausalSelfAttention(nn.Module):
@@ -116,7 +136,12 @@ class Transformer(SequenceModel):
         self.config = config
         self.max_len = max_len
         self.tok_emb = nn.Embedding(vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(max_len, config.d_model)
+        if config.positional == "learned":
+            self.pos_emb = nn.Embedding(max_len, config.d_model)
+        else:
+            table = sinusoidal_positions(max_len, config.d_model)
+            self.register_buffer("pos_table", table if config.positional == "sinusoidal" else torch.zeros_like(table),
+                                 persistent=False)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
@@ -144,7 +169,8 @@ class Transformer(SequenceModel):
         if T > self.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len={self.max_len} of the position embedding")
         pos = torch.arange(T, device=tokens.device)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))  # (B, T, d)
+        position = self.pos_emb(pos) if self.config.positional == "learned" else self.pos_table[:T]  # (T, d)
+        x = self.drop(self.tok_emb(tokens) + position)  # (B, T, d)
         for block in self.blocks:
             x = block(x)  # (B, T, d)
         x = self.hook_features(self.ln_f(x))  # (B, T, d)
