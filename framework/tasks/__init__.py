@@ -8,10 +8,14 @@ from framework.registry import config_from
 from framework.tasks.base import Batch, Task, TaskConfig
 from framework.tasks.bijection import BijectionConfig, BijectionTask
 from framework.tasks.hmm import HMMConfig, HMMTask
+from framework.tasks.recall import RecallConfig, RecallTask
+from framework.tasks.taskid import TaskIDConfig, TaskIDTask
 
 TASKS: dict[str, tuple[type[TaskConfig], type[Task]]] = {
     "bijection": (BijectionConfig, BijectionTask),
     "hmm": (HMMConfig, HMMTask),
+    "recall": (RecallConfig, RecallTask),
+    "taskid": (TaskIDConfig, TaskIDTask),
 }
 
 
@@ -28,7 +32,11 @@ __all__ = [
     "BijectionTask",
     "HMMConfig",
     "HMMTask",
+    "RecallConfig",
+    "RecallTask",
     "Task",
     "TaskConfig",
+    "TaskIDConfig",
+    "TaskIDTask",
     "build_task",
 ]
