@@ -76,7 +76,8 @@ def draw_family(config: TaskIDConfig) -> torch.Tensor:
 
     def candidates():
         if space <= 2**20:  # small space: walk a random order of all maps, so the draw always ends
-            yield from (i // digits % n_y for i in torch.randperm(space, generator=g))
+            order = torch.randperm(space, generator=g)
+            yield from (order[j] // digits % n_y for j in range(space))  # lazily: M << space in practice
         else:  # huge space: rejection sampling, which almost never rejects
             while True:
                 yield torch.randint(0, n_y, (n_x,), generator=g)
