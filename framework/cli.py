@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from framework.config import CONFIG_DIR, register_schemas, resolve_plan
 from framework.errors import ConfigError
 from framework.io import CheckpointError
+from framework.probes import ProbeError
 from framework.training.loop import NonFiniteLoss
 
 register_schemas()
@@ -89,11 +90,14 @@ def _app(cfg: DictConfig) -> None:
             cfg.train.threads = max(1, (os.cpu_count() or 1) // n_jobs)
     try:
         metrics = run(cfg, run_dir)
-    except (ConfigError, CheckpointError, NonFiniteLoss) as err:
+    except (ConfigError, CheckpointError, NonFiniteLoss, ProbeError) as err:
         print(f"windtunnel: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {run_dir / 'metrics.json'}")
     for r in metrics["runs"]:
+        if "kl_bits" not in r:  # probe mode
+            print(f"  {r['task']} {r['model']} (step {r['step']}): probes {', '.join(r['probes'])}")
+            continue
         print(f"  {r['task_key']:>12} {r['model_key']:>12}  params={r['params']:>9,}  "
               f"entropy_mae_bits={r['entropy_mae_bits']:.4g}  kl_bits={r['kl_bits']:.4g}")
 
@@ -106,6 +110,9 @@ def main() -> None:
             check_overrides(overrides)
         except ConfigError as err:
             print(f"windtunnel: invalid setting: {err}", file=sys.stderr)
+            sys.exit(2)
+        except (CheckpointError, ProbeError) as err:
+            print(f"windtunnel: {err}", file=sys.stderr)
             sys.exit(2)
     _app()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +23,7 @@ from framework.registry import config_from
 from framework.models import MODELS, ModelConfig, build_model, count_params, match_params
 from framework.models.transformer import TransformerConfig
 from framework.tasks import TASKS, Task, TaskConfig, build_task
+from framework.taxonomy import TaxonomyConfig
 from framework.training.config import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -41,6 +42,16 @@ class RunConfig:
     # (`<task>_<model>`), applied in that order: {hmm: {steps: 3000}, hmm_mamba: {batch_size: 64}}.
     train_by: Dict[str, Any] = field(default_factory=dict)
     report: bool = True  # write report.md and the calibration plots
+    # Extra held-out evaluations of a trained task under changed settings, keyed by task key and a
+    # name: {hmm: {K50: {K: 50}}} scores the K=20-trained models on K=50 (length generalisation).
+    evaluate_at: Dict[str, Any] = field(default_factory=dict)
+    matrix: List[str] = field(default_factory=list)  # task keys scored on every prompt (small tasks only)
+    probes: List[str] = field(default_factory=list)  # probes run on each trained model that has the parts
+    probe_options: Dict[str, Any] = field(default_factory=dict)  # probe name -> its keyword options
+    # Which inference primitive each architecture realises, from the scores (experiment=taxonomy).
+    taxonomy: Optional[TaxonomyConfig] = None
+    # Probe mode: score this trained job (its checkpoint.pt, or the job folder) instead of training.
+    checkpoint: Optional[str] = None
 
 
 # Settings that never change a result: left out of the config hash that names a sweep job's folder.
@@ -79,13 +90,27 @@ class Job:
     model_config: ModelConfig
     train: TrainConfig
     task: Task
+    variants: Dict[str, Task] = field(default_factory=dict)  # evaluate_at: name -> the changed task
+    matrix: bool = False
+    probes: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return f"{self.task_key}_{self.model_key}"
 
+    @property
+    def max_len(self) -> int:
+        """The longest sequence the model will see: the task's, or a longer evaluate_at variant's.
+
+        The MLP's prefix read has one weight block per position, so it is built at the training
+        length (and skips longer variants); the other models run at any length.
+        """
+        if self.model_config.name == "mlp":
+            return self.task.seq_len
+        return max([self.task.seq_len, *(t.seq_len for t in self.variants.values())])
+
     def build_model(self):
-        return build_model(self.model_config, self.task.vocab_size, self.task.n_classes, self.task.seq_len)
+        return build_model(self.model_config, self.task.vocab_size, self.task.n_classes, self.max_len)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -127,12 +152,73 @@ def _train_for(cfg: DictConfig, task_key: str, model_key: str) -> TrainConfig:
         raise err.under(source) from None
 
 
+def _variants(cfg: DictConfig, task_key: str, task_config: TaskConfig, task: Task) -> Dict[str, Task]:
+    """The ``evaluate_at`` variants of one task, each checked to share its vocabulary and classes."""
+    variants = {}
+    for name, delta in (cfg.evaluate_at.get(task_key) or {}).items():
+        path = f"evaluate_at.{task_key}.{name}"
+        delta = OmegaConf.to_container(delta, resolve=True) if OmegaConf.is_config(delta) else delta
+        if not isinstance(delta, dict):
+            raise ConfigError(path, f"must be a mapping of task settings, got {delta!r}")
+        if "name" in delta:
+            raise ConfigError(f"{path}.name", "a variant changes settings of the trained task, not the task itself")
+        variant_config = _to_object({**asdict(task_config), **delta}, path, TASKS, "task")
+        try:
+            variant = build_task(variant_config)
+        except ConfigError as err:
+            raise err.under(path) from None
+        if (variant.vocab_size, variant.n_classes) != (task.vocab_size, task.n_classes):
+            raise ConfigError(path, f"changes the vocabulary or classes ({variant.vocab_size} tokens, "
+                                    f"{variant.n_classes} classes vs {task.vocab_size}, {task.n_classes}); "
+                                    "a trained model cannot be scored on it")
+        variants[name] = variant
+    return variants
+
+
+def _check_extras(cfg: DictConfig) -> None:
+    """evaluate_at, matrix and probes name tasks and probes that exist."""
+    for key in cfg.evaluate_at:
+        if key not in cfg.tasks:
+            raise ConfigError(f"evaluate_at.{key}", f"not a task of this run; tasks: {', '.join(cfg.tasks)}")
+    for key in cfg.matrix:
+        if key not in cfg.tasks:
+            raise ConfigError("matrix", f"'{key}' is not a task of this run; tasks: {', '.join(cfg.tasks)}")
+    if cfg.taxonomy is not None:
+        named = [*cfg.taxonomy.by_accuracy, *(k for keys in cfg.taxonomy.primitives.values() for k in keys)]
+        for key in named:
+            if key not in cfg.tasks:
+                raise ConfigError("taxonomy", f"'{key}' is not a task of this run; tasks: {', '.join(cfg.tasks)}")
+    if cfg.probes or cfg.probe_options:
+        from framework.probes import PROBES
+
+        for name in [*cfg.probes, *cfg.probe_options]:
+            if name not in PROBES:
+                raise ConfigError("probes", f"no probe '{name}'; probes: {', '.join(PROBES)}")
+        if "dynamics" in cfg.probes and not cfg.checkpoint and not cfg.train.snapshot_every:
+            raise ConfigError("train.snapshot_every", "the dynamics probe reads weight snapshots; set "
+                                                      "train.snapshot_every > 0 (e.g. the eval_every value)")
+
+
 def resolve_plan(cfg: DictConfig) -> list[Job]:
-    """Every (task, model) job of the config, validated and sized; raises ConfigError before compute."""
+    """Every (task, model) job of the config, validated and sized; raises ConfigError before compute.
+
+    In probe mode (``checkpoint`` set) there is nothing to train and the plan is empty.
+    """
     known = {f.name for f in fields(RunConfig)} | {"hydra"}
     for key in cfg:
         if key not in known:
             raise ConfigError(str(key), f"not a setting; settings: {', '.join(sorted(known - {'hydra'}))}")
+    _check_extras(cfg)
+    if cfg.probes and not cfg.tasks and not cfg.checkpoint:
+        raise ConfigError("checkpoint", "this experiment probes a trained model; give checkpoint=<job folder or "
+                                        "its checkpoint.pt>, e.g. checkpoint=runs/demo/bijection_transformer")
+    if cfg.checkpoint:
+        if not cfg.probes:
+            raise ConfigError("probes", "a checkpoint is scored by probes; pick one (experiment=probe/<name>)")
+        from framework.probing import check_checkpoint  # it builds models through this module's imports
+
+        check_checkpoint(cfg)
+        return []
     if not cfg.tasks:
         raise ConfigError("tasks", "no task selected; pick an experiment (experiment=smoke) or add one")
     if not cfg.models:
@@ -153,6 +239,12 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
             task = build_task(task_config)
         except ConfigError as err:
             raise err.under(f"tasks.{task_key}") from None
+        variants = _variants(cfg, task_key, task_config, task)
+        if task_key in cfg.matrix:
+            try:
+                task.all_sequences()
+            except ValueError as err:
+                raise ConfigError("matrix", f"task '{task_key}': {err}") from None
         sizes = (task.vocab_size, task.n_classes, task.seq_len)
         target = count_params(build_model(reference, *sizes))
         for model_key, model_config in model_configs.items():
@@ -161,5 +253,6 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
                     model_config = match_params(model_config, target, *sizes)
                 except ConfigError as err:
                     raise err.under(f"models.{model_key}") from None
-            jobs.append(Job(task_key, model_key, task_config, model_config, _train_for(cfg, task_key, model_key), task))
+            jobs.append(Job(task_key, model_key, task_config, model_config, _train_for(cfg, task_key, model_key), task,
+                            variants, task_key in cfg.matrix, list(cfg.probes)))
     return jobs

@@ -20,10 +20,19 @@ from omegaconf import DictConfig, OmegaConf
 from framework.config import Job, derive_seed, resolve_plan
 from framework.io import write_json, write_text
 from framework.metrics.evaluate import EvalSet, evaluate
+from framework.metrics.matrix import matrix_view
 from framework.models import count_params
+from framework.probing import probe_checkpoint, run_probes
+from framework.tasks import Task
+from framework.taxonomy import TaxonomyConfig, classify
 from framework.training import pick_device, train
+from framework.training.loop import SNAPSHOTS
 
 log = logging.getLogger(__name__)
+
+
+def _container(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
 
 
 def _eval_sets(job: Job, seed: int) -> tuple[EvalSet, EvalSet]:
@@ -34,7 +43,18 @@ def _eval_sets(job: Job, seed: int) -> tuple[EvalSet, EvalSet]:
     return val, test
 
 
-def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[EvalSet, EvalSet]) -> dict:
+def _score_variant(job: Job, model: torch.nn.Module, variant: Task, seed: int, name: str, device) -> dict:
+    """The trained model on an ``evaluate_at`` variant of its task (fresh fixed-seed sequences)."""
+    if variant.seq_len > job.max_len:
+        return {"seq_len": variant.seq_len, "skipped": f"{job.model_config.name} reads a fixed-width prefix of "
+                f"{job.max_len} tokens and has no weights for longer sequences"}
+    t = job.train
+    test = EvalSet.generate(variant, t.eval_sequences, derive_seed(seed, job.task_key, name, "test"), t.eval_batch_size)
+    return {"seq_len": variant.seq_len, **evaluate(model, test, device)}
+
+
+def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[EvalSet, EvalSet],
+            probe_options: dict | None = None) -> dict:
     job_dir = run_dir / job.name
     result_path = job_dir / "result.json"
     if resume and result_path.exists():
@@ -43,13 +63,23 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
     torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
     model = job.build_model().to(device)
     params = count_params(model)
-    meta = {"task": asdict(job.task_config), "model": asdict(job.model_config), "params": params}
+    meta = {"task": asdict(job.task_config), "model": asdict(job.model_config), "params": params,
+            "max_len": job.max_len}
     val_set, test_set = eval_sets
     outcome = train(model, job.task, job.train, job_dir, seed=derive_seed(seed, job.task_key, "data"),
                     val_set=val_set, meta=meta, resume=resume, desc=job.name)
     started = time.perf_counter()
     scores = evaluate(model, test_set, device)
+    extras = {}
+    if job.variants:
+        extras["evaluate_at"] = {name: _score_variant(job, model, variant, seed, name, device)
+                                 for name, variant in job.variants.items()}
+    if job.matrix:
+        extras["matrix"] = matrix_view(model, job.task, device)
     eval_seconds = time.perf_counter() - started
+    if job.probes:
+        extras["probes"] = run_probes(job.probes, model, job.task, test_set.batches[:1], job_dir / "probes",
+                                      snapshots=sorted((job_dir / SNAPSHOTS).glob("step_*.pt")), options=probe_options)
     result = {
         "task": job.task_config.name,
         "model": job.model_config.name,
@@ -58,6 +88,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         "params": params,
         "steps": outcome.steps,
         **scores,
+        **extras,
         "history": outcome.history,
         "task_config": meta["task"],
         "model_config": meta["model"],
@@ -75,6 +106,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Validate everything, then train and score each job; returns (and writes) the metrics."""
     jobs = resolve_plan(cfg)  # raises ConfigError before any compute
     run_dir = Path(run_dir)
+    if cfg.checkpoint:
+        return probe_checkpoint(cfg, run_dir)
     if cfg.resume and (run_dir / "metrics.json").exists():
         log.info("%s is complete; nothing to do", run_dir)
         return json.loads((run_dir / "metrics.json").read_text())
@@ -95,12 +128,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if key not in eval_sets:
             eval_sets = {key: _eval_sets(job, cfg.seed)}  # one task's sets in memory at a time
         log.info("job %d/%d: %s (%s, %d steps)", number, len(jobs), job.name, job.model_config, job.train.steps)
-        result = run_job(job, run_dir, cfg.seed, cfg.resume, eval_sets[key])
+        result = run_job(job, run_dir, cfg.seed, cfg.resume, eval_sets[key], _container(cfg.probe_options))
         log.info("job %d/%d: %s: kl_bits=%.4g entropy_mae_bits=%.4g", number, len(jobs), job.name,
                  result["kl_bits"], result["entropy_mae_bits"])
         results.append(result)
-    metrics = {"experiment": cfg.experiment, "runs": results,
-               "timing": {"wall_seconds": round(time.perf_counter() - started, 3)}}
+    metrics = {"experiment": cfg.experiment, "runs": results}
+    if cfg.taxonomy is not None:
+        metrics["taxonomy"] = classify(results, TaxonomyConfig(**_container(cfg.taxonomy)))
+    metrics["timing"] = {"wall_seconds": round(time.perf_counter() - started, 3)}
     if cfg.report:
         from framework.report import write_report  # matplotlib import only when plotting
 
