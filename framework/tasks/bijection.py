@@ -12,8 +12,9 @@ Exact posterior at the i-th key (0-based), from the tokens alone:
   replacement that is V-i values, so H_Bayes = log2(V-i) bits, the paper's log2(V-k+1) with 1-based
   k (4.32 bits down to 1 bit for V=20, L=19).
 
-The fast oracle tracks the bound keys and values with one vectorised update per key position; the
-reference enumerates every permutation of [V] consistent with the pairs seen so far.
+The fast oracle is loop-free: running counts of the values shown so far, and a comparison of each
+key with the earlier ones for repeats. The reference enumerates every permutation of [V] consistent
+with the pairs seen so far.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 from framework.errors import require
 from framework.tasks.base import MAX_ENUMERATED, Batch, Task, TaskConfig
@@ -70,23 +72,22 @@ class BijectionTask(Task):
         return Batch(tokens, self.positions().to(device), self.posterior(tokens), labels)
 
     def posterior(self, tokens: torch.Tensor) -> torch.Tensor:
+        # No loop over positions: which values are bound before key i is a running count over the
+        # pairs shown so far, and a repeated key is found by comparing it with every earlier key.
         B, V, L = tokens.shape[0], self.V, self.L
         keys = tokens[:, 0::2]  # (B, L)
-        values = tokens[:, 1::2] - V  # (B, L-1)
-        bound = torch.full((B, V), -1, dtype=torch.long, device=tokens.device)  # value of each seen key, -1 if unseen
-        used = torch.zeros(B, V, dtype=torch.bool, device=tokens.device)  # values already bound
-        out = torch.empty(B, L, V, dtype=torch.float64, device=tokens.device)
-        for i in range(L):
-            k = keys[:, i : i + 1]  # (B, 1)
-            known = bound.gather(1, k)  # (B, 1)
-            free = (~used).to(torch.float64)  # (B, V)
-            uniform = free / free.sum(-1, keepdim=True)
-            point = torch.nn.functional.one_hot(known.squeeze(1).clamp(min=0), V).to(torch.float64)
-            out[:, i] = torch.where(known >= 0, point, uniform)
-            if i < L - 1:
-                v = values[:, i : i + 1]
-                bound.scatter_(1, k, v)
-                used.scatter_(1, v, True)
+        values = tokens[:, 1::2] - V  # (B, L-1): the value shown after key j
+        shown = F.one_hot(values, V).cumsum(1)  # (B, L-1, V): times each value was shown in pairs 0..j
+        used = torch.cat([torch.zeros(B, 1, V, dtype=shown.dtype, device=tokens.device), shown], 1) > 0  # (B, L, V)
+        free = (~used).to(torch.float64)
+        out = free / free.sum(-1, keepdim=True)  # (B, L, V) uniform over the values still free
+        if self.config.replacement and L > 1:
+            before = torch.ones(L, L - 1, dtype=torch.bool, device=tokens.device).tril(-1)  # (L, L-1): pair j < key i
+            repeat = (keys[:, :, None] == keys[:, None, : L - 1]) & before  # (B, L, L-1)
+            known = repeat.any(-1)  # (B, L) the key was shown before
+            earlier = repeat.to(torch.uint8).argmax(-1)  # (B, L) one earlier pair with that key (all agree)
+            point = F.one_hot(values.gather(1, earlier), V).to(torch.float64)  # (B, L, V)
+            out = torch.where(known[..., None], point, out)
         return out
 
     def posterior_reference(self, tokens: torch.Tensor) -> torch.Tensor:
