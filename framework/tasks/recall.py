@@ -138,7 +138,7 @@ class RecallTask(Task):
             pairs = {seq[4 * i + 1]: seq[4 * i + 3] - self.n_keys for i in range(N)}
             queries = [seq[p] for p in self.positions().tolist()]
             keys = sorted(set(pairs) | set(queries))
-            if math.perm(C, len(keys)) > 10**6:
+            if math.perm(C, len(keys)) > 10**5:
                 raise ValueError(f"posterior_reference enumerates P({C}, {len(keys)}) maps; use a smaller config")
             maps = [dict(zip(keys, vs)) for vs in itertools.permutations(range(C), len(keys))]
             consistent = [m for m in maps if all(m[k] == v for k, v in pairs.items())]
