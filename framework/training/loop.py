@@ -38,6 +38,8 @@ class TrainResult:
     steps: int
     train_seconds: float
     history: list[dict] = field(default_factory=list)  # validation passes: step, kl_bits, entropy_mae_bits
+    val_seconds: float = 0.0  # wall time of the validation passes of this call (not in train_seconds)
+    reached_target: bool = False  # a validation pass reached cfg.target_kl_bits (when it is set)
 
 
 def pick_device(name: str) -> torch.device:
@@ -61,6 +63,21 @@ def loss_on(model: torch.nn.Module, batch: Batch, target: str) -> torch.Tensor:
     if target == "posterior":
         return soft_cross_entropy(batch.posterior, logits)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.labels.reshape(-1))
+
+
+def train_step(model: torch.nn.Module, forward_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    """One optimisation step on ``batch``; the loss comes back on the device, so nothing waits for it.
+
+    ``forward_model`` is ``model`` or its compiled wrapper; clipping reads ``model``'s parameters.
+    """
+    with autocast_for(batch.tokens.device):
+        loss = loss_on(forward_model, batch, cfg.target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
@@ -107,7 +124,7 @@ def train(
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator(device).manual_seed(seed)
-    step, train_seconds, history = 0, 0.0, []
+    step, train_seconds, history, val_seconds = 0, 0.0, [], 0.0
 
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.exists():
@@ -135,20 +152,18 @@ def train(
     log = (out_dir / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+
+    def on_target() -> bool:
+        return cfg.target_kl_bits > 0 and bool(history) and history[-1]["kl_bits"] <= cfg.target_kl_bits
+
     model.train()
     try:
-        while step < cfg.steps:
+        while step < cfg.steps and not on_target():  # a resumed run that had reached its target stays stopped
             started = time.perf_counter()
             lr = cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = task.sample(cfg.batch_size, generator)
-            with autocast_for(device):
-                loss = loss_on(forward_model, batch, cfg.target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss = train_step(model, forward_model, optimizer, task.sample(cfg.batch_size, generator), cfg)
             nonfinite |= ~torch.isfinite(loss.detach())  # on-device flag: no host sync per step
             step += 1
             bar.update(1)
@@ -168,7 +183,9 @@ def train(
             train_seconds += time.perf_counter() - started
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
+                val_started = time.perf_counter()
                 scores = evaluate(model, val_set, device)
+                val_seconds += time.perf_counter() - val_started
                 point = {"step": step, "kl_bits": scores["kl_bits"], "entropy_mae_bits": scores["entropy_mae_bits"]}
                 history.append(point)
                 writer.add_scalar("val/kl_bits", scores["kl_bits"], step)
@@ -179,13 +196,14 @@ def train(
             if record is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if checkpoint_due:
+            if checkpoint_due or on_target():
                 save_checkpoint()
-            if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps):
+            if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps or on_target()):
                 save_torch(out_dir / SNAPSHOTS / f"step_{step:07d}.pt",
                            {"meta": meta, "model": model.state_dict(), "step": step})
     finally:
         bar.close()
         log.close()
         writer.close()
-    return TrainResult(steps=step, train_seconds=train_seconds, history=history)
+    return TrainResult(steps=step, train_seconds=train_seconds, history=history, val_seconds=val_seconds,
+                       reached_target=on_target())
