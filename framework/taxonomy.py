@@ -46,9 +46,11 @@ def classify(runs: list[dict], settings: TaxonomyConfig) -> dict:
     verdicts = {}
     for model_key, tasks in by_model.items():
         solved_tasks = {task_key: solved(run, settings) for task_key, run in tasks.items()}
-        realised = [p for p, keys in settings.primitives.items()
-                    if keys and all(solved_tasks.get(k, False) for k in keys)]
-        verdicts[model_key] = {"solved": solved_tasks, "primitives": realised}
+        # a primitive is judged on the tasks of this run that test it; with none of them, it is untested
+        tested = {p: [k for k in keys if k in solved_tasks] for p, keys in settings.primitives.items()}
+        realised = [p for p, keys in tested.items() if keys and all(solved_tasks[k] for k in keys)]
+        verdicts[model_key] = {"solved": solved_tasks, "primitives": realised,
+                               "untested": [p for p, keys in tested.items() if not keys]}
     return {"criteria": {"max_kl_bits": settings.max_kl_bits, "min_accuracy": settings.min_accuracy,
                          "by_accuracy": list(settings.by_accuracy), "primitives": dict(settings.primitives)},
             "models": verdicts}
