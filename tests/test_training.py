@@ -119,3 +119,26 @@ def test_snapshots_hold_the_weights_at_each_snapshot_step(tmp_path):
         assert torch.equal(p, last["model"][name]), name
     first = torch.load(paths[0], weights_only=True)
     assert any(not torch.equal(first["model"][n], p) for n, p in model.state_dict().items())
+
+
+def test_a_reached_target_stops_training_and_a_resume_stays_stopped(tmp_path):
+    cfg = replace(CFG, steps=40, eval_every=10, target_kl_bits=1e3)  # any model is within 1000 bits
+    model = _model()
+    out = train(model, TASK, cfg, tmp_path, seed=3, val_set=_val(), meta=META)
+    assert (out.steps, out.reached_target, [h["step"] for h in out.history]) == (10, True, [10])
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    again = train(model, TASK, cfg, tmp_path, seed=3, val_set=_val(), meta=META, resume=True)
+    assert again.steps == 10 and again.reached_target
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_unreached_target_runs_every_step(tmp_path):
+    out = train(_model(), TASK, replace(CFG, steps=20, target_kl_bits=1e-12), tmp_path, seed=3, val_set=_val(),
+                meta=META)
+    assert out.steps == 20 and not out.reached_target
+
+
+def test_a_spent_time_limit_stops_after_one_step_with_a_validation(tmp_path):
+    out = train(_model(), TASK, replace(CFG, time_limit_s=1e-9), tmp_path, seed=3, val_set=_val(), meta=META)
+    assert out.steps == 1 and [h["step"] for h in out.history] == [1]
+    assert (tmp_path / "checkpoint.pt").exists()

@@ -28,6 +28,9 @@ class TrainConfig:
     # Stop at the first validation pass whose kl_bits is at most this (0: always run every step).
     # Time-to-target runs (benchmarks/time_to_target.py) set it; the cosine still spans `steps`.
     target_kl_bits: float = 0.0
+    # Stop once the training time (validation excluded) passes this many seconds (0: no limit). It
+    # makes the step count depend on the machine's speed, so it is for budgeted benchmark runs only.
+    time_limit_s: float = 0.0
     val_sequences: int = 512
     eval_sequences: int = 2048  # the final, reported evaluation (SPEC §3: at least 2048)
     eval_batch_size: int = 512
@@ -54,6 +57,7 @@ class TrainConfig:
         require(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
         require(self.target in TARGETS, "target", f"must be one of {', '.join(TARGETS)}; got '{self.target}'")
         require(self.target_kl_bits >= 0, "target_kl_bits", f"must be >= 0, got {self.target_kl_bits}")
+        require(self.time_limit_s >= 0, "time_limit_s", f"must be >= 0, got {self.time_limit_s}")
         require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
         require(self.val_sequences >= 1, "val_sequences", f"must be >= 1, got {self.val_sequences}")
         require(self.eval_sequences >= 2048, "eval_sequences",

@@ -153,6 +153,12 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
 
+    def check_finite() -> None:  # called before any checkpoint, so a saved checkpoint is always good
+        if nonfinite.item():
+            raise NonFiniteLoss(
+                f"{desc}: the loss became non-finite by step {step}; the last good checkpoint is kept "
+                f"at {ckpt_path}. Lower train.lr or raise train.warmup_steps.")
+
     def on_target() -> bool:
         return cfg.target_kl_bits > 0 and bool(history) and history[-1]["kl_bits"] <= cfg.target_kl_bits
 
@@ -171,10 +177,7 @@ def train(
             record = None
             checkpoint_due = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if step % LOG_EVERY == 0 or checkpoint_due:
-                if nonfinite.item():  # checked before any checkpoint, so a saved checkpoint is always good
-                    raise NonFiniteLoss(
-                        f"{desc}: the loss became non-finite by step {step}; the last good checkpoint is kept "
-                        f"at {ckpt_path}. Lower train.lr or raise train.warmup_steps.")
+                check_finite()
             if step % LOG_EVERY == 0 or step == cfg.steps:
                 loss_value = loss.item()  # the only other host sync, once every LOG_EVERY steps
                 record = {"step": step, "loss": loss_value, "lr": lr}
@@ -182,7 +185,8 @@ def train(
                 writer.add_scalar("train/lr", lr, step)
             train_seconds += time.perf_counter() - started
 
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            out_of_time = 0 < cfg.time_limit_s <= train_seconds
+            if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
                 val_started = time.perf_counter()
                 scores = evaluate(model, val_set, device)
                 val_seconds += time.perf_counter() - val_started
@@ -196,11 +200,16 @@ def train(
             if record is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if checkpoint_due or on_target():
+            stopping = on_target() or out_of_time
+            if stopping:
+                check_finite()
+            if checkpoint_due or stopping:
                 save_checkpoint()
-            if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps or on_target()):
+            if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps or stopping):
                 save_torch(out_dir / SNAPSHOTS / f"step_{step:07d}.pt",
                            {"meta": meta, "model": model.state_dict(), "step": step})
+            if out_of_time:
+                break
     finally:
         bar.close()
         log.close()
