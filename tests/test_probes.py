@@ -18,7 +18,7 @@ from framework.training import TrainConfig, train
 
 TASK = build_task(BijectionConfig(V=6, L=6))
 TINY = TransformerConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64)
-ABS_SPEARMAN_MIN = 0.3  # measured 0.58 on this tiny model (0.95 at demo size); see the report
+ABS_SPEARMAN_MIN = 0.45  # measured 0.58 for this tiny model at site z:-1 (0.95 at demo size: see the probe docs)
 TRAIN = TrainConfig(steps=240, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=10**6, val_sequences=64,
                     checkpoint_every=10**6, snapshot_every=80, progress=False, device="cpu")
 
@@ -28,8 +28,17 @@ def _transformer(seed=0):
     return build_model(TINY, TASK.vocab_size, TASK.n_classes, TASK.seq_len)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: on a shared 2-core machine one torch thread is ~10x faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, one_thread):
     """One tiny transformer trained once for the module, with three weight snapshots of its run."""
     out = tmp_path_factory.mktemp("tiny_run")
     model = _transformer()
@@ -80,6 +89,8 @@ def test_attention_weights_match_an_explicit_softmax_loop():
     assert torch.allclose(fast, stats.attention_weights_reference(q, k), atol=1e-12)
     assert torch.allclose(fast.sum(-1), torch.ones(2, 3, 7, dtype=torch.float64))
     assert (fast.triu(1) == 0).all()  # causal
+    rows = torch.tensor([0, 3, 6])
+    assert torch.allclose(stats.attention_weights(q, k, rows), fast[:, :, rows], atol=1e-14)
 
 
 def test_attention_weights_match_the_model_attention_output():

@@ -56,8 +56,8 @@ def attention_pass(ctx: ProbeContext, model=None, max_sequences: int | None = No
         layers = []
         for i in range(len(model.blocks)):
             q, k = acts[f"q{i}"], acts[f"k{i}"]  # (B, H, T, dh)
-            attn = attention_weights(q, k)  # (B, H, T, T)
-            layers.append((q.double()[:, :, rows], k.double(), attn[:, :, rows]))  # rows: (B, H, R, ...)
+            attn = attention_weights(q, k, rows)  # (B, H, R, T)
+            layers.append((q.double()[:, :, rows], k.double(), attn))
         yield rows, layers
 
 

@@ -20,10 +20,11 @@ Each number is, per head, the mean absolute cosine between the key vectors of di
 * ``untrained_mean_abs_cos`` / ``untrained_embedding_mean_abs_cos``: a freshly initialised model
   of the same architecture (seed ``untrained_seed``), on the same sequences.
 
-Trained below random means the keys are more orthogonal than chance. A task only rewards
-orthogonal keys when a query must find one particular earlier token: bijection elimination without
-replacement never looks a key up (the posterior depends only on the set of values seen), and there
-trained keys of the key tokens come out nearly parallel; the with-replacement variant does.
+Trained below random means the keys are more orthogonal than chance. Orthogonal keys pay when a
+query must find one particular earlier token. Bijection elimination without replacement never looks
+a key token up (its posterior depends only on the set of values seen so far), and there our trained
+models' key-token keys come out nearly parallel (mean |cos| ~0.96-0.99 against ~0.20 for random
+vectors, at 800 steps on V=10); the probe reports what it measures, whichever side of the baseline.
 """
 from __future__ import annotations
 

@@ -13,12 +13,16 @@ import torch
 LN2 = math.log(2.0)
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(..., T, dh) queries and keys -> (..., T, T) causal attention weights, rows summing to 1."""
-    q, k = q.double(), k.double()
-    T, dh = q.shape[-2], q.shape[-1]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (..., T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+def attention_weights(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., T, dh) queries and keys -> (..., T, T) causal attention weights, rows summing to 1.
+
+    With ``rows`` (R,) query positions, only those rows, (..., R, T): query t sees keys 0..t.
+    """
+    T, dh = k.shape[-2], k.shape[-1]
+    rows = torch.arange(T, device=q.device) if rows is None else rows.to(q.device)
+    q, k = q[..., rows, :].double(), k.double()
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (..., R, T)
+    future = torch.arange(T, device=q.device)[None, :] > rows[:, None]  # (R, T)
     return scores.masked_fill(future, float("-inf")).softmax(-1)
 
 
