@@ -53,7 +53,7 @@ def run(ctx: ProbeContext) -> dict:
     def score(pairs) -> dict:
         with hooks(pairs):
             s = evaluate(model, eval_set, ctx.device)
-        return {"kl_bits": s["kl_bits"], "kl_bits_stderr": s["kl_bits_stderr"], "entropy_mae_bits": s["entropy_mae_bits"]}
+        return {key: s[key] for key in ("kl_bits", "kl_bits_stderr", "entropy_mae_bits")}
 
     intact = score([])
     blocks = list(model.blocks)

@@ -89,7 +89,8 @@ def run_entropy(ctx: ProbeContext) -> dict:
     result = {
         "max_bits": math.log2(T),
         "layers": [
-            {"layer": i, "entropy_bits": float(per_head[i].mean()), "normalised_entropy": float(per_head_norm[i].mean()),
+            {"layer": i, "entropy_bits": float(per_head[i].mean()),
+             "normalised_entropy": float(per_head_norm[i].mean()),
              "entropy_bits_per_head": per_head[i].tolist(), "normalised_entropy_per_head": per_head_norm[i].tolist(),
              "per_position": per_position[i, positions].tolist()}
             for i in range(n_layers)

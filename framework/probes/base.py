@@ -152,6 +152,13 @@ def as_features(x: torch.Tensor, kind: str) -> torch.Tensor:
     return x
 
 
+def plot_sample(n: int, limit: int = 4000, seed: int = 0) -> torch.Tensor:
+    """At most ``limit`` random indices out of n, for a scatter plot. (A stride would alias with the
+    P scored positions per sequence and show only some of them.)"""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=generator)[:limit]
+
+
 def finite_or_none(x: float) -> float | None:
     """JSON has no NaN: an undefined number (a correlation with a constant) is reported as null."""
     return float(x) if math.isfinite(x) else None

@@ -131,7 +131,8 @@ def run(ctx: ProbeContext) -> dict:
     ax_mat.set_yticks(range(n), chosen, fontsize=6)
     fig.colorbar(im, ax=ax_mat)
     x = torch.arange(H).numpy()
-    for offset, values, label in ((-0.3, per_head, "trained (activations)"), (-0.1, emb_per_head, "trained (embeddings)"),
+    for offset, values, label in ((-0.3, per_head, "trained (activations)"),
+                                  (-0.1, emb_per_head, "trained (embeddings)"),
                                   (0.1, fresh_per_head, "untrained (activations)"),
                                   (0.3, fresh_emb_per_head, "untrained (embeddings)")):
         ax_bar.bar(x + offset, values.cpu().numpy(), width=0.2, label=label)

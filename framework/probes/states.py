@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from framework.probes.base import (
-    Probe, ProbeContext, ProbeError, as_features, finite_or_none, new_figure, resolve_site, run_with, save_figure,
+    Probe, ProbeContext, ProbeError, as_features, finite_or_none, new_figure, plot_sample, resolve_site,
+    run_with, save_figure,
 )
 from framework.probes.stats import nearest_centroid_accuracy, pca, silhouette
 
@@ -61,8 +62,8 @@ def run(ctx: ProbeContext) -> dict:
         "chance_accuracy": float(counts.max()) / len(y),
     }
 
-    step = max(1, len(z) // 4000)
-    zz, yy = scores[::step].cpu(), y[::step].cpu()
+    shown = plot_sample(len(z))
+    zz, yy = scores.cpu()[shown], y.cpu()[shown]
     fig, (ax,) = new_figure(width=6)
     for c in yy.unique().tolist():
         m = yy == c

@@ -32,7 +32,8 @@ import torch
 
 from framework.metrics.bits import entropy_bits
 from framework.probes.base import (
-    Probe, architecture, ProbeContext, ProbeError, as_features, finite_or_none, new_figure, resolve_site, run_with, save_figure,
+    Probe, ProbeContext, ProbeError, architecture, as_features, finite_or_none, new_figure, plot_sample,
+    resolve_site, run_with, save_figure,
 )
 from framework.probes.stats import pca, spearman
 
@@ -100,9 +101,8 @@ def run(ctx: ProbeContext) -> dict:
     }
     x = xs[site]
 
-    # Plot at most 4000 points, evenly spaced, so the figure stays small.
-    step = max(1, x.shape[0] // 4000)
-    s, hh = scores[::step].cpu(), h[::step].cpu()
+    pick = plot_sample(x.shape[0])
+    s, hh = scores.cpu()[pick], h.cpu()[pick]
     fig, (ax_pc, ax_h) = new_figure(2)
     pc2 = s[:, 1] if s.shape[1] > 1 else torch.zeros_like(s[:, 0])
     points = ax_pc.scatter(s[:, 0].numpy(), pc2.numpy(), c=hh.numpy(), s=6, cmap="viridis")
