@@ -334,3 +334,11 @@ def test_every_probe_declares_what_it_applies_to():
     for name, probe in PROBES.items():
         assert probe.name == name and probe.requires and probe.summary
         assert set(probe.requires) <= {"transformer", "mamba", "lstm", "mlp"}
+
+
+@pytest.mark.parametrize("config", [LSTMConfig(d_model=16, n_layers=1), MLPConfig(hidden=32, n_layers=1)])
+def test_value_manifold_reads_the_features_of_any_architecture(config, batches, tmp_path):
+    model = build_model(config, TASK.vocab_size, TASK.n_classes, TASK.seq_len)
+    result = run_probe("value_manifold", model, TASK, batches, tmp_path)
+    _check_result(result, "value_manifold", tmp_path)
+    assert result["site"] == "features" and list(result["by_site"]) == ["features"]

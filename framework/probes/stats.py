@@ -124,7 +124,7 @@ def silhouette(x: torch.Tensor, labels: torch.Tensor) -> float:
     own_size = sizes[own]
     a = sums.gather(1, own[:, None]).squeeze(1) / (own_size - 1).clamp_min(1)
     other_mean = sums / sizes
-    other_mean[torch.arange(len(x)), own] = float("inf")
+    other_mean[torch.arange(len(x), device=x.device), own] = float("inf")
     b = other_mean.min(1).values
     s = (b - a) / torch.maximum(a, b).clamp_min(1e-300)
     s = torch.where(own_size > 1, s, torch.zeros_like(s))

@@ -42,7 +42,7 @@ def default_sites(model) -> tuple[str, list[str]]:
     """The reported site and the sites compared beside it, for this architecture."""
     if architecture(model) == "transformer":
         return "z:-1", ["features", "resid_post:-1", "v:-1", "z:-1"]
-    if hasattr(model, "blocks"):
+    if hasattr(model, "blocks") and hasattr(model.blocks[-1], "hook_resid_post"):  # Mamba
         return "features", ["features", "resid_post:-1"]
     return "features", ["features"]
 
