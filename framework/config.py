@@ -49,7 +49,8 @@ class RunConfig:
     probes: List[str] = field(default_factory=list)  # probes run on each trained model that has the parts
     probe_options: Dict[str, Any] = field(default_factory=dict)  # probe name -> its keyword options
     # Which inference primitive each architecture realises, from the scores (experiment=taxonomy).
-    taxonomy: Optional[TaxonomyConfig] = None
+    # (Not Optional[...] = None: OmegaConf cannot merge a mapping into a None-valued dataclass field.)
+    taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
     # Probe mode: score this trained job (its checkpoint.pt, or the job folder) instead of training.
     checkpoint: Optional[str] = None
 
@@ -183,7 +184,11 @@ def _check_extras(cfg: DictConfig) -> None:
     for key in cfg.matrix:
         if key not in cfg.tasks:
             raise ConfigError("matrix", f"'{key}' is not a task of this run; tasks: {', '.join(cfg.tasks)}")
-    if cfg.taxonomy is not None:
+    try:
+        TaxonomyConfig(**OmegaConf.to_container(cfg.taxonomy, resolve=True))
+    except ConfigError as err:
+        raise err.under("taxonomy") from None
+    if cfg.taxonomy.primitives:
         named = [*cfg.taxonomy.by_accuracy, *(k for keys in cfg.taxonomy.primitives.values() for k in keys)]
         for key in sorted(set(named) - set(cfg.tasks)):
             # As with train_by: removing a task (`~tasks.hmm`) leaves the primitive it tests untested.

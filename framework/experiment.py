@@ -133,7 +133,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                  result["kl_bits"], result["entropy_mae_bits"])
         results.append(result)
     metrics = {"experiment": cfg.experiment, "runs": results}
-    if cfg.taxonomy is not None:
+    if cfg.taxonomy.primitives:
         metrics["taxonomy"] = classify(results, TaxonomyConfig(**_container(cfg.taxonomy)))
     metrics["timing"] = {"wall_seconds": round(time.perf_counter() - started, 3)}
     if cfg.report:

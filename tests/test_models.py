@@ -291,3 +291,41 @@ def test_mlp_token_context_reads_only_its_own_token():
         assert (model(changed)[:, :5] - model(tokens)[:, :5]).abs().amax() > 1e-6
     with pytest.raises(ConfigError, match="context"):
         MLPConfig(context="window")
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "none"])
+def test_fixed_positions_are_causal_at_any_length(positional):
+    """Sinusoidal and absent position encodings need no trained row per position, so a model built
+    for MAX_LEN runs on its own table at longer lengths (length generalisation) and stays causal."""
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, positional=positional),
+                        VOCAB, N_CLASSES, 60).eval()
+    tokens = torch.randint(0, VOCAB, (2, 60))
+    changed = tokens.clone()
+    changed[:, 41:] = (changed[:, 41:] + 1) % VOCAB
+    a, b = model(tokens), model(changed)
+    assert torch.equal(a[:, :41], b[:, :41]) and not torch.allclose(a[:, 41:], b[:, 41:])
+    assert not any("pos_emb" in name for name, _ in model.named_parameters())
+
+
+def test_sinusoidal_table_matches_the_formula():
+    from framework.models.transformer import sinusoidal_positions
+
+    table = sinusoidal_positions(7, 6)
+    for pos in range(7):
+        for i in range(3):
+            angle = pos / 10000 ** (2 * i / 6)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_learned_positions_refuse_sequences_past_max_len():
+    model = build_model(TransformerConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32), VOCAB, N_CLASSES, 8)
+    with pytest.raises(ValueError, match="exceeds max_len=8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_unknown_positional_names_the_field():
+    with pytest.raises(ConfigError) as info:
+        TransformerConfig(positional="rotary")
+    assert info.value.field == "positional"
