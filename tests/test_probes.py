@@ -321,6 +321,10 @@ def test_unknown_probe_and_options_are_refused(batches, tmp_path):
         run_probe("nope", _transformer(), TASK, batches, tmp_path)
     with pytest.raises(ProbeError, match="has no option 'layerz'; its options: .*layer"):
         run_probe("key_orthogonality", _transformer(), TASK, batches, tmp_path, options={"layerz": 1})
+    with pytest.raises(ProbeError, match="option max_sequences must be an integer >= 1, got 0"):
+        run_probe("ablation", _transformer(), TASK, batches, tmp_path, options={"max_sequences": 0})
+    with pytest.raises(ProbeError, match="option positions must be 'scored' or 'all'"):
+        run_probe("attention_entropy", _transformer(), TASK, batches, tmp_path, options={"positions": "keys"})
     with pytest.raises(ProbeError, match="not a layer"):
         run_probe("key_orthogonality", _transformer(), TASK, batches, tmp_path, options={"layer": 5})
     with pytest.raises(ProbeError, match="unknown site"):

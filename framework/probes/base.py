@@ -77,12 +77,29 @@ def check_applies(probe: Probe, model: nn.Module) -> None:
                          f"It applies to: {', '.join(probe.requires)}")
 
 
+# Options shared by several probes, checked before any compute: name -> (test, what is allowed).
+_COUNTS = ("max_sequences", "attention_sequences", "top_k", "dims", "random_draws", "silhouette_points")
+OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{name: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+       for name in _COUNTS},
+    "positions": (lambda v: v in ("scored", "all"), "'scored' or 'all'"),
+    "settle_fraction": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
+    "tie_margin": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    "compare_sites": (lambda v: isinstance(v, bool), "true or false"),
+    "site": (lambda v: isinstance(v, str), "a site name such as features or z:-1"),
+}
+
+
 def merge_options(probe: Probe, options: dict | None) -> dict[str, Any]:
+    """The probe's defaults overridden by ``options``; an unknown name or a bad value is refused."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(probe.options))
     if unknown:
         known = ", ".join(sorted(probe.options)) or "none"
         raise ProbeError(f"probe '{probe.name}' has no option {', '.join(map(repr, unknown))}; its options: {known}")
+    for name, value in options.items():
+        if name in OPTION_CHECKS and not OPTION_CHECKS[name][0](value):
+            raise ProbeError(f"probe '{probe.name}': option {name} must be {OPTION_CHECKS[name][1]}, got {value!r}")
     return {**probe.options, **options}
 
 
