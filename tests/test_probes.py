@@ -274,6 +274,14 @@ def test_dynamics_needs_snapshots_that_fit(trained, batches, tmp_path):
         run_probe("dynamics", model, TASK, batches, tmp_path)
     with pytest.raises(ProbeError, match="not found"):
         run_probe("dynamics", model, TASK, batches, tmp_path, snapshots=[snapshots[0], tmp_path / "nope.pt"])
+    other_run = torch.load(snapshots[0], weights_only=True)
+    other_run["meta"] = {"task": "another"}
+    torch.save(other_run, tmp_path / "other.pt")
+    with pytest.raises(ProbeError, match="different runs"):
+        run_probe("dynamics", model, TASK, batches, tmp_path, snapshots=[snapshots[1], tmp_path / "other.pt"])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ProbeError, match="refusing checkpoint"):
+        run_probe("dynamics", model, TASK, batches, tmp_path, snapshots=[snapshots[1], tmp_path / "junk.pt"])
     wider = build_model(replace(TINY, d_model=48), TASK.vocab_size, TASK.n_classes, TASK.seq_len)
     with pytest.raises(ProbeError, match="does not fit this model"):
         run_probe("dynamics", wider, TASK, batches, tmp_path, snapshots=snapshots)

@@ -37,7 +37,8 @@ from framework.probes.base import Probe, ProbeContext, ProbeError, finite_or_non
 from framework.probes.stats import js_divergence_bits, pearson
 
 
-def load_snapshot(model: torch.nn.Module, path: Path) -> tuple[torch.nn.Module, int | None]:
+def read_snapshot(path: Path) -> tuple[dict, int | None, object]:
+    """(weights, step, meta) of a snapshot file, loaded with ``weights_only=True``."""
     try:
         state = load_torch(path)
     except CheckpointError as err:
@@ -45,6 +46,16 @@ def load_snapshot(model: torch.nn.Module, path: Path) -> tuple[torch.nn.Module, 
     weights = state.get("model") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise ProbeError(f"snapshot {path} is not a weight snapshot (a dict with 'model' weights)")
+    step = state.get("step")
+    if not isinstance(step, int):
+        found = re.search(r"(\d+)", Path(path).stem)
+        step = int(found.group(1)) if found else None
+    return weights, step, state.get("meta")
+
+
+def load_snapshot(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """A copy of ``model`` holding the snapshot's weights; refused if they do not fit."""
+    weights, _, _ = read_snapshot(path)
     copy_ = copy.deepcopy(model)
     try:
         copy_.load_state_dict(weights)
@@ -52,11 +63,7 @@ def load_snapshot(model: torch.nn.Module, path: Path) -> tuple[torch.nn.Module, 
         first = str(err).strip().splitlines()[0]
         raise ProbeError(f"snapshot {path} does not fit this model ({first}); "
                          "was it saved by a run of another model?") from None
-    step = state.get("step")
-    if not isinstance(step, int):
-        found = re.search(r"(\d+)", Path(path).stem)
-        step = int(found.group(1)) if found else None
-    return copy_.eval(), step
+    return copy_.eval()
 
 
 def settled_step(steps: list[int], progress: list[float], fraction: float) -> int | None:
@@ -69,26 +76,34 @@ def settled_step(steps: list[int], progress: list[float], fraction: float) -> in
 
 def run(ctx: ProbeContext) -> dict:
     opts = ctx.options
-    loaded = [load_snapshot(ctx.model, Path(p)) for p in ctx.snapshots]
-    order = sorted(range(len(loaded)), key=lambda i: (loaded[i][1] is None, loaded[i][1] or 0, i))
-    loaded = [loaded[i] for i in order]
-    paths = [str(ctx.snapshots[i]) for i in order]
+    # Steps and metas first (one snapshot in memory at a time), then the runs in step order.
+    found = []
+    for i, path in enumerate(ctx.snapshots):
+        _, step, meta = read_snapshot(path)
+        found.append((step is None, step or 0, i, path, meta))
+    if any(meta != found[0][4] for *_, meta in found):
+        raise ProbeError("the snapshots come from different runs (their meta records differ); "
+                         "pass the snapshots/ files of one training run")
+    found.sort()
     eval_set = EvalSet(list(ctx.iter_batches(opts["max_sequences"])))
 
     def attention(model) -> list[torch.Tensor]:
         # one (B, H, R, T) tensor per layer per batch, on the first attention_sequences sequences
         return [attn for _, layers in attention_pass(ctx, model, opts["attention_sequences"]) for _, _, attn in layers]
 
-    final_attn = attention(loaded[-1][0])
+    final_attn = attention(load_snapshot(ctx.model, found[-1][3]))
     entries = []
-    for (model, step), path in zip(loaded, paths):
-        attn = final_attn if model is loaded[-1][0] else attention(model)
+    for missing_step, step, _, path, _ in found:
+        model = load_snapshot(ctx.model, path)
+        attn = attention(model)
         js = torch.cat([js_divergence_bits(a, f).flatten() for a, f in zip(attn, final_attn)])
         corr = pearson(torch.cat([a.flatten() for a in attn]), torch.cat([f.flatten() for f in final_attn]))
         scores = evaluate(model, eval_set, ctx.device)
-        entries.append({"step": step, "path": path, "attention_js_to_final_bits": float(js.mean()),
+        entries.append({"step": None if missing_step else step, "path": str(path),
+                        "attention_js_to_final_bits": float(js.mean()),
                         "attention_corr_to_final": finite_or_none(corr),
                         "kl_bits": scores["kl_bits"], "entropy_mae_bits": scores["entropy_mae_bits"]})
+        del model, attn
 
     js0 = entries[0]["attention_js_to_final_bits"]
     log_kl = [math.log(max(e["kl_bits"], 1e-12)) for e in entries]
