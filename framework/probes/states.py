@@ -71,7 +71,8 @@ def run(ctx: ProbeContext) -> dict:
                    s=6, alpha=0.6, label=f"argmax {c}")
     ax.set_xlabel(f"PC1 ({100 * float(ratio[0]):.1f}%)")
     ax.set_ylabel(f"PC2 ({100 * float(ratio[1]) if len(ratio) > 1 else 0:.1f}%)")
-    ax.set_title(f"states at {opts['site']} by MAP class; silhouette {result['silhouette'] or float('nan'):.2f}")
+    sil = result["silhouette"]
+    ax.set_title(f"states at {opts['site']} by MAP class; silhouette {float('nan') if sil is None else sil:.2f}")
     ax.legend(markerscale=2, fontsize=7)
     result["plots"] = [save_figure(fig, ctx.out_dir, "mamba_states.png")]
     return result
