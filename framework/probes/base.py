@@ -82,6 +82,7 @@ _COUNTS = ("max_sequences", "attention_sequences", "top_k", "dims", "random_draw
 OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{name: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
        for name in _COUNTS},
+    "untrained_seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
     "positions": (lambda v: v in ("scored", "all"), "'scored' or 'all'"),
     "settle_fraction": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
     "tie_margin": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
