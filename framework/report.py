@@ -26,6 +26,17 @@ def by_task(metrics: dict) -> dict[str, list[dict]]:
     return dict(groups)
 
 
+def save(fig, path: Path, axes) -> None:
+    """Legend and grid on every axis, then write the figure and free it."""
+    for ax in axes:
+        if ax.get_legend() is None:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_calibration(task_key: str, runs: list[dict], path: Path) -> None:
     """Per-position model entropy against Bayes entropy (the paper's calibration figure), and KL."""
     fig, (ax_h, ax_kl) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -39,13 +50,7 @@ def plot_calibration(task_key: str, runs: list[dict], path: Path) -> None:
                        color=color, label=run["model_key"])
     ax_h.set(xlabel="scored position", ylabel="predictive entropy (bits)", title=f"{task_key}: entropy vs Bayes")
     ax_kl.set(xlabel="scored position", ylabel="KL(Bayes || model) (bits)", title=f"{task_key}: KL per position")
-    ax_h.legend(fontsize=8)
-    ax_kl.legend(fontsize=8)
-    for ax in (ax_h, ax_kl):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, (ax_h, ax_kl))
 
 
 def plot_lengths(task_key: str, runs: list[dict], path: Path) -> None:
@@ -60,12 +65,9 @@ def plot_lengths(task_key: str, runs: list[dict], path: Path) -> None:
             ax.semilogy(range(1, len(kl) + 1), [max(x, 1e-6) for x in kl], "o-", ms=2.5, label=label)
         ax.axvline(len(run["per_position"]["kl_bits"]) + 0.5, color="grey", ls=":", lw=1)
         ax.set(title=f"{task_key}: {run['model_key']}", xlabel="scored position")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("KL(Bayes || model) (bits)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, axes[0])
 
 
 def plot_task_posterior(task_key: str, task_config: dict, path: Path, n_sequences: int = 2048) -> bool:
@@ -90,12 +92,7 @@ def plot_task_posterior(task_key: str, task_config: dict, path: Path, n_sequence
     ax_all.plot(examples, top.mean(0), "o-", label="mean max P(task)")
     ax_all.plot(examples, h.mean(0), "s-", label="mean H(task posterior) (bits)")
     ax_all.set(xlabel="examples seen", title=f"{task_key}: over {n_sequences} sequences")
-    ax_all.legend(fontsize=8)
-    for ax in (ax_one, ax_all):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, (ax_one, ax_all))
     return True
 
 
