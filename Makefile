@@ -30,5 +30,12 @@ test-all: $(STAMP)
 clean:
 	rm -rf runs multirun outputs
 
+# Every benchmark of benchmarks/README.md, about 10 minutes on 2 CPU cores; BENCH_QUICK=1 make bench
+# is a smoke run of the same code paths (minutes, numbers not meaningful).
 bench: $(STAMP)
+	$(PY) -m benchmarks.time_to_target
+	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.data_oracle
 	$(PY) -m benchmarks.selective_scan
+	$(PY) -m benchmarks.scaling
+	$(PY) -m benchmarks.eval_cost

@@ -9,6 +9,7 @@ that checks the code paths, not the speed.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -132,7 +133,13 @@ def plan(experiment: str, overrides: list[str] | None = None):
     register_schemas()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}", *(overrides or [])])
-    return resolve_plan(cfg)
+    quiet = logging.getLogger("framework.config")  # removing models leaves train_by keys that match nothing
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return resolve_plan(cfg)
+    finally:
+        quiet.setLevel(level)
 
 
 def pyplot():

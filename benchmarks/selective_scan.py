@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import RESULTS, median_seconds, save
+from benchmarks.common import QUICK, RESULTS, median_seconds, save
 from framework.models.selective_scan import selective_scan
 
 SIZES = [(8, 128, 16, 93), (128, 164, 16, 19), (32, 128, 16, 200), (128, 164, 16, 93)]  # (B, D, N, L)
@@ -33,7 +33,7 @@ def step(impl, args):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="the two smallest sizes only")
+    parser.add_argument("--quick", action="store_true", default=QUICK, help="the two smallest sizes only")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []

@@ -50,12 +50,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW; ``fused`` picks the single-kernel implementation (None: torch's default, foreach)."""
     # Decay matrices only; biases, norms and 1-d parameters are left alone (nanoGPT's split).
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.betas_2))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.betas_2), fused=fused)
 
 
 def loss_on(model: torch.nn.Module, batch: Batch, target: str) -> torch.Tensor:

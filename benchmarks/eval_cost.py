@@ -1,0 +1,91 @@
+"""Evaluation cost: ``evaluate()`` time against the number of eval sequences, and what batching buys.
+
+For the demo transformer on both demo tasks (untrained weights: the cost does not depend on them):
+
+* ``by_n``: median seconds of ``evaluate`` (batched, under ``inference_mode``, float64 bits) and of
+  ``EvalSet.generate`` for 256 to 8192 sequences, with the log-log slope (1 = linear, as it should be);
+* ``metric_overhead``: the model's forward passes alone against the whole ``evaluate`` at 2048
+  sequences: the share spent on the float64 KL and entropies;
+* ``batching``: ``evaluate`` on the same 512 sequences stored in batches of 1, 64 and 512, as a
+  speed-up over one sequence at a time.
+
+Writes benchmarks/results/eval_cost.json and eval_cost.png.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks.common import QUICK, RESULTS, device, interleaved_medians, loglog_slope, median_seconds, plan, pyplot, save
+from framework.metrics import EvalSet, evaluate
+
+JUST_TRANSFORMER = ["~models.mamba", "~models.lstm", "~models.mlp", "~models.mlp_token"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3 if QUICK else 5)
+    args = parser.parse_args(argv)
+    dev = device()
+    sizes = (256, 512) if QUICK else (256, 512, 1024, 2048, 4096, 8192)
+    results = {}
+    for job in plan("demo", JUST_TRANSFORMER)[:1] if QUICK else plan("demo", JUST_TRANSFORMER):
+        torch.manual_seed(0)
+        model = job.build_model().to(dev)
+        rows = []
+        for n in sizes:
+            eval_set = EvalSet.generate(job.task, n, seed=1, batch_size=job.train.eval_batch_size)
+            rows.append({"n": n,
+                         "evaluate_seconds": median_seconds(lambda: evaluate(model, eval_set, dev), args.repeats, 1),
+                         "generate_seconds": median_seconds(lambda: EvalSet.generate(job.task, n, seed=1),
+                                                            args.repeats, 1)})
+        ns = [r["n"] for r in rows]
+        entry = {"by_n": rows, "evaluate_slope": loglog_slope(ns, [r["evaluate_seconds"] for r in rows]),
+                 "generate_slope": loglog_slope(ns, [r["generate_seconds"] for r in rows])}
+
+        n = 512 if QUICK else 2048
+        eval_set = EvalSet.generate(job.task, n, seed=1, batch_size=job.train.eval_batch_size)
+
+        def forward_only():
+            with torch.inference_mode():
+                for batch in eval_set.batches:
+                    model(batch.tokens.to(dev))
+
+        seconds = interleaved_medians({"forward": forward_only, "evaluate": lambda: evaluate(model, eval_set, dev)},
+                                      repeats=args.repeats, warmup=1)
+        entry["metric_overhead"] = {"n": n, "seconds": seconds,
+                                    "fraction": 1 - seconds["forward"] / seconds["evaluate"]}
+
+        sets = {b: EvalSet.generate(job.task, 512, seed=1, batch_size=b) for b in (1, 64, 512)}
+        seconds = interleaved_medians({f"batch {b}": (lambda s=s: evaluate(model, s, dev)) for b, s in sets.items()},
+                                      repeats=max(1, args.repeats // 2), warmup=1)
+        entry["batching"] = {"n": 512, "seconds": seconds,
+                             "speedup_vs_batch_1": {k: seconds["batch 1"] / v for k, v in seconds.items()}}
+        results[job.task_key] = entry
+        print(f"{job.name}: " + ", ".join(f"n={r['n']} {1e3 * r['evaluate_seconds']:.0f} ms" for r in rows)
+              + f"; slope {entry['evaluate_slope']:.2f}; metrics {100 * entry['metric_overhead']['fraction']:.0f}% "
+              f"of evaluate; batch 512 vs 1: {entry['batching']['speedup_vs_batch_1']['batch 512']:.0f}x", flush=True)
+    path = save("eval_cost", {"what": "evaluate() time vs number of sequences (demo transformer)", "tasks": results})
+    plot(results)
+    print(f"wrote {path}")
+
+
+def plot(results: dict) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task, entry in results.items():
+        ns = [r["n"] for r in entry["by_n"]]
+        ax.plot(ns, [r["evaluate_seconds"] for r in entry["by_n"]], "o-",
+                label=f"{task}: evaluate (slope {entry['evaluate_slope']:.2f})")
+        ax.plot(ns, [r["generate_seconds"] for r in entry["by_n"]], "s--",
+                label=f"{task}: generate the set (slope {entry['generate_slope']:.2f})")
+    ax.set(xscale="log", yscale="log", xlabel="eval sequences", ylabel="seconds", title="evaluation cost")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "eval_cost.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The benchmark suite's own logic: its per-sequence references describe the same tasks as the fast
+samplers, and its helpers compute what they claim. No timing is asserted here; speed is measured by
+`make bench`, as same-run ratios."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from benchmarks.common import interleaved_medians, loglog_slope
+from benchmarks.data_oracle import reference_batch
+from framework.tasks import BijectionConfig, HMMConfig, build_task
+
+
+@pytest.mark.parametrize("config", [BijectionConfig(V=10, L=10), BijectionConfig(V=4, L=9, replacement=True),
+                                    HMMConfig(S=5, O=5, K=20), HMMConfig(S=3, O=4, K=6)])
+def test_the_python_reference_batch_is_a_batch_of_the_same_task(config):
+    task = build_task(config)
+    ref = reference_batch(task, 64, random.Random(0))
+    fast = task.sample(64, torch.Generator().manual_seed(0))
+    for name in ("tokens", "positions", "posterior", "labels"):
+        a, b = getattr(ref, name), getattr(fast, name)
+        assert (a.shape, a.dtype) == (b.shape, b.dtype), name
+    # The reference's own posterior is the exact one: the fast oracle agrees on the reference's tokens.
+    torch.testing.assert_close(ref.posterior, task.posterior(ref.tokens), rtol=0, atol=1e-12)
+    assert bool((ref.posterior.gather(-1, ref.labels[..., None]) > 0).all())
+    if isinstance(config, BijectionConfig):  # the label is the value the sequence shows next
+        torch.testing.assert_close(ref.labels[:, :-1] + config.V, ref.tokens[:, 1::2])
+
+
+def test_hmm_reference_rows_are_hundredths_with_the_floor():
+    task = build_task(HMMConfig(S=5, O=5, K=3))
+    tokens = reference_batch(task, 200, random.Random(1)).tokens
+    header = tokens[:, 1:26] + 5  # the transition rows, in hundredths
+    assert int(header.min()) >= 5
+    assert bool((header.reshape(-1, 5, 5).sum(-1) == 100).all())
+
+
+def test_loglog_slope_recovers_a_power_law():
+    xs = [16, 32, 64, 128]
+    assert loglog_slope(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
+    assert loglog_slope(xs, [0.5 * x for x in xs]) == pytest.approx(1.0)
+
+
+def test_interleaved_medians_runs_every_function_in_turn():
+    calls = []
+    out = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
+    assert calls[2:] == ["a", "b"] * 3
