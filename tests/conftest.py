@@ -9,7 +9,9 @@ from hydra import initialize_config_dir
 from framework.config import CONFIG_DIR, register_schemas
 
 register_schemas()
-torch.set_num_threads(2)
+# One thread: the suite's models are tiny, and on a busy 2-core machine a second thread mostly
+# spins (measured 10x slower under load).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
