@@ -145,3 +145,14 @@ def test_taxonomy_verdicts_follow_the_scores():
     assert verdicts["l"]["primitives"] == ["transport"]  # one accumulation task failed; recall by accuracy
     assert verdicts["t"]["untested"] == ["counting"]
     assert verdicts["l"]["solved"] == {"bij": True, "tid": False, "hmm": True, "rec": False}
+
+
+def test_report_writes_the_taxonomy_table(tmp_path):
+    from framework.report import taxonomy_rows
+
+    settings = TaxonomyConfig(primitives={"accumulation": ["bij"], "binding": ["rec"]}, by_accuracy=["rec"])
+    runs = [_run("t", "bij", 0.01), _run("t", "rec", 3.0, 0.97), _run("m", "bij", 1.2), _run("m", "rec", 3.0, 0.02)]
+    metrics = {"taxonomy": classify(runs, settings)}
+    text = "\n".join(taxonomy_rows(metrics, {"bij": runs[0::2], "rec": runs[1::2]}))
+    assert "| t | 0.01 bits ✓ | 97.0% acc ✓ | accumulation, binding |" in text
+    assert "| m | 1.2 bits ✗ | 2.0% acc ✗ | none |" in text
