@@ -199,6 +199,8 @@ def write_report(metrics: dict, run_dir: Path) -> None:
         if plot_task_posterior(task_key, runs[0]["task_config"], run_dir / f"task_posterior_{task_key}.png"):
             plots.append(f"task_posterior_{task_key}.png")
         for r in runs:
+            for result in r.get("probes", {}).values():
+                plots += [f"{task_key}_{r['model_key']}/probes/{name}" for name in result.get("plots", [])]
             rows.append(f"| {task_key} | {r['model_key']} | {r['params']:,} | {r['steps']} | {r['timing']['train_seconds']:.1f} | "
                         f"{_fmt(r['entropy_mae_bits'], r['entropy_mae_bits_stderr'])} | "
                         f"{_fmt(r['kl_bits'], r['kl_bits_stderr'])} | "
