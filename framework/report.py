@@ -83,9 +83,11 @@ def plot_task_posterior(task_key: str, task_config: dict, path: Path, n_sequence
     posterior = task.task_posterior(batch.tokens)  # (N, K, M)
     fig, (ax_one, ax_all) = plt.subplots(1, 2, figsize=(11, 4))
     examples = range(posterior.shape[1])
+    # the sequence whose posterior stays split longest: where the evidence is slowest to decide
+    shown = int((1 - posterior.max(-1).values).sum(-1).argmax())
     for m in range(posterior.shape[2]):
-        ax_one.plot(examples, posterior[0, :, m], "o-", ms=3, label=f"task {m}")
-    ax_one.set(xlabel="examples seen", ylabel="P(task | examples)", title=f"{task_key}: one sequence")
+        ax_one.plot(examples, posterior[shown, :, m], "o-", ms=3, label=f"task {m}")
+    ax_one.set(xlabel="examples seen", ylabel="P(task | examples)", title=f"{task_key}: the most ambiguous sequence")
     ax_one.legend(fontsize=7, ncol=2)
     top = posterior.max(-1).values  # (N, K)
     h = -(posterior * posterior.clamp_min(1e-300).log2()).sum(-1)  # (N, K) bits
