@@ -12,8 +12,9 @@ Exact posterior at the i-th key (0-based), from the tokens alone:
   replacement that is V-i values, so H_Bayes = log2(V-i) bits, the paper's log2(V-k+1) with 1-based
   k (4.32 bits down to 1 bit for V=20, L=19).
 
-The fast oracle is loop-free: running counts of the values shown so far, and a comparison of each
-key with the earlier ones for repeats. The reference enumerates every permutation of [V] consistent
+The fast oracle is loop-free: without replacement, the pair at which each value is first shown; with
+replacement, running counts of the values shown so far and a comparison of each key with the
+earlier ones for repeats. The reference enumerates every permutation of [V] consistent
 with the pairs seen so far.
 """
 from __future__ import annotations
@@ -77,6 +78,12 @@ class BijectionTask(Task):
         B, V, L = tokens.shape[0], self.V, self.L
         keys = tokens[:, 0::2]  # (B, L)
         values = tokens[:, 1::2] - V  # (B, L-1): the value shown after key j
+        if not self.config.replacement:
+            # Value v is still free at key i iff the first pair that shows it is i or later (never: L).
+            first = torch.full((B, V), L, dtype=torch.long, device=tokens.device)
+            first.scatter_reduce_(1, values, torch.arange(L - 1, device=tokens.device).expand(B, L - 1), "amin")
+            free = (first[:, None, :] >= torch.arange(L, device=tokens.device)[None, :, None]).to(torch.float64)
+            return free / free.sum(-1, keepdim=True)  # (B, L, V)
         shown = F.one_hot(values, V).cumsum(1)  # (B, L-1, V): times each value was shown in pairs 0..j
         used = torch.cat([torch.zeros(B, 1, V, dtype=shown.dtype, device=tokens.device), shown], 1) > 0  # (B, L, V)
         free = (~used).to(torch.float64)

@@ -22,7 +22,7 @@ Because sampling and the oracle share the exact parameters, the posterior is exa
 is the scaled forward filter (Rabiner 1989), batched, in float64 probability space and normalised at
 every step. Log space (SPEC §3) guards against underflow, which cannot happen here: every emission
 probability is at least 0.05, so a step's unnormalised mass is at least 0.05, and the scaled filter
-agrees with the log-space one to 1e-15 in ~17x less time (benchmarks/README.md). The references are
+agrees with the log-space one to 1e-15 in a fraction of the time (benchmarks/README.md). The references are
 a plain probability-space forward algorithm per sequence and, for short sequences, brute-force
 enumeration of all S^K hidden paths.
 """
@@ -41,6 +41,7 @@ FLOOR = 5  # the minimum probability, in hundredths
 N_PROB = 96  # probability tokens: 0.05, 0.06, ..., 1.00
 TRANS, EMIT, SEP, OBS = 96, 97, 98, 99
 SYMBOL0 = 100  # observation symbol o is token SYMBOL0 + o
+RESCALE = 16  # the forward filter renormalises every RESCALE steps (see HMMTask.posterior)
 
 
 @dataclass
@@ -124,19 +125,23 @@ class HMMTask(Task):
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         B, S, O, K, device = batch_size, self.S, self.O, self.K, generator.device
-        trans = sample_rows((B, S), S, generator)  # (B, S, S) hundredths
-        emit = sample_rows((B, S), O, generator)  # (B, S, O) hundredths
-        trans_cum, emit_cum = trans.cumsum(-1), emit.cumsum(-1)
-        rows = torch.arange(B, device=device)
-        z = torch.randint(0, S, (B,), generator=generator, device=device)  # z_1 ~ uniform
-        states, obs = [], []
-        for t in range(K):
-            states.append(z)
-            obs.append(draw_hundredths(emit_cum[rows, z], generator))  # o_t ~ E[z_t]
-            if t < K - 1:
-                z = draw_hundredths(trans_cum[rows, z], generator)  # z_{t+1} ~ T[z_t]
-        labels = torch.stack(states, 1)  # (B, K)
-        observations = torch.stack(obs, 1)  # (B, K)
+        if S == O:  # one draw for both matrices: fewer, larger operations
+            trans, emit = sample_rows((B, 2 * S), S, generator).split(S, dim=1)  # (B, S, S) hundredths each
+        else:
+            trans, emit = sample_rows((B, S), S, generator), sample_rows((B, S), O, generator)
+        # All the chain's randomness at once: z_1 ~ uniform, then one uniform hundredth per transition
+        # and per emission, turned into draws by the inverse CDF (draw_hundredths) on the rows chosen.
+        z = torch.randint(0, S, (B, 1), generator=generator, device=device)  # (B, 1)
+        u = torch.randint(0, 100, (B, 2 * K - 1), generator=generator, device=device)
+        u_emit, u_trans = u[:, :K], u[:, K:]  # (B, K), (B, K-1)
+        # after[b, t, s]: the state that follows s at step t; the walk itself is then one gather per step.
+        after = (u_trans[:, :, None, None] >= trans.cumsum(-1)[:, None]).sum(-1)  # (B, K-1, S)
+        states = [z]
+        for t in range(K - 1):
+            states.append(after[:, t].gather(1, states[-1]))
+        labels = torch.cat(states, 1)  # (B, K) z_1..z_K
+        emit_rows = emit.cumsum(-1).gather(1, labels[:, :, None].expand(B, K, O))  # (B, K, O) CDF of E[z_t]
+        observations = (u_emit[:, :, None] >= emit_rows).sum(-1)  # (B, K) o_t ~ E[z_t]
 
         def const(token: int, n: int = 1) -> torch.Tensor:
             return torch.full((B, n), token, dtype=torch.long, device=device)
@@ -152,15 +157,20 @@ class HMMTask(Task):
         trans, emit = self.decode_parameters(tokens)  # (B, S, S), (B, S, O)
         obs = tokens[:, self.positions().to(tokens.device)] - SYMBOL0  # (B, K)
         B, S, K = tokens.shape[0], self.S, self.K
-        emit_obs = emit.gather(2, obs[:, None, :].expand(B, S, K)).transpose(1, 2)  # (B, K, S) P(o_t | z_t = s)
-        out = torch.empty(B, K, S, dtype=torch.float64, device=tokens.device)
-        alpha = emit_obs[:, 0]  # (B, S) the uniform initial distribution cancels in the normalisation
-        for t in range(K):
-            if t > 0:
-                alpha = torch.bmm(alpha[:, None, :], trans)[:, 0] * emit_obs[:, t]  # (B, S)
-            alpha = alpha / alpha.sum(-1, keepdim=True)
-            out[:, t] = alpha
-        return out
+        emit_obs = emit.gather(2, obs[:, None, :].expand(B, S, K)).permute(2, 0, 1)[:, :, None]  # (K, B, 1, S)
+        # alpha_t = (alpha_{t-1} T) * e_t: two operations per step, written in place. Normalising only every
+        # RESCALE steps (and all at once at the end) is enough: a step keeps at least 0.05 of the mass
+        # (every emission probability is >= 0.05), so 0.05^16 > 1e-21 is far from underflow.
+        alpha = torch.empty(K, B, 1, S, dtype=torch.float64, device=tokens.device)
+        alpha[0] = emit_obs[0]  # the uniform initial distribution cancels in the normalisation
+        moved = torch.empty(B, 1, S, dtype=torch.float64, device=tokens.device)
+        for t in range(1, K):
+            torch.bmm(alpha[t - 1], trans, out=moved)  # (B, 1, S) alpha_{t-1} T
+            torch.mul(moved, emit_obs[t], out=alpha[t])
+            if t % RESCALE == 0:
+                alpha[t] /= alpha[t].sum(-1, keepdim=True)
+        alpha = alpha[:, :, 0].transpose(0, 1)  # (B, K, S)
+        return alpha / alpha.sum(-1, keepdim=True)
 
     def posterior_reference(self, tokens: torch.Tensor) -> torch.Tensor:
         """Plain forward algorithm in probability space, one sequence at a time."""
