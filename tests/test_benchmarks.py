@@ -48,3 +48,14 @@ def test_interleaved_medians_runs_every_function_in_turn():
     out = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
     assert calls[2:] == ["a", "b"] * 3
+
+
+def test_sync_free_discretisation_equals_the_host_checked_one():
+    # The GPU path of HMM sampling runs a fixed number of settling passes instead of reading a flag.
+    from framework.tasks.hmm import discretise_rows
+
+    torch.manual_seed(0)
+    for n in (2, 5, 20):  # concentration 0.3: many entries under the floor, so rows need several passes
+        p = torch.distributions.Dirichlet(torch.full((n,), 0.3)).sample((4000,)).double().clamp(min=0.05)
+        p = p / p.sum(-1, keepdim=True)
+        assert torch.equal(discretise_rows(p, passes=n), discretise_rows(p)), n

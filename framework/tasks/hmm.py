@@ -62,18 +62,27 @@ class HMMConfig(TaskConfig):
         require(self.K >= 1, "K", f"must be >= 1, got {self.K}")
 
 
-def discretise_rows(p: torch.Tensor) -> torch.Tensor:
-    """Probability rows (..., n) -> integer hundredths (..., n), each >= 5 and summing to exactly 100."""
+def discretise_rows(p: torch.Tensor, passes: int | None = None) -> torch.Tensor:
+    """Probability rows (..., n) -> integer hundredths (..., n), each >= 5 and summing to exactly 100.
+
+    ``passes=None`` repeats the settling step until every row is settled, which reads a flag on the
+    host; a number runs exactly that many steps with no host read (what a GPU wants: no sync per
+    batch). ``n`` passes always suffice, and a step on a settled row changes nothing.
+    """
     q = torch.round(100 * p).long().clamp(min=FLOOR)
     residual = 100 - q.sum(-1, keepdim=True)
     # One step settles every row unless a negative residual would take the largest entry below the
     # floor; then the next largest entry absorbs the rest, and so on. Terminates: while the residual is
-    # negative, sum(q) > 100 >= 5 n, so some entry is above the floor.
-    while bool((residual != 0).any()):
+    # negative, sum(q) > 100 >= 5 n, so some entry is above the floor, and the largest entry is one
+    # (a floored entry scores at most 5.5, one above the floor at least 6), so each unsettled step
+    # floors a new entry: at most n steps.
+    step = 0
+    while step < passes if passes is not None else bool((residual != 0).any()):
         j = (q + 0.5 * p).argmax(-1, keepdim=True)  # the largest entry; ties go to the larger probability
         delta = torch.maximum(residual, FLOOR - q.gather(-1, j))
         q.scatter_add_(-1, j, delta)
         residual = residual - delta
+        step += 1
     return q
 
 
@@ -83,7 +92,8 @@ def sample_rows(shape: tuple[int, ...], n: int, generator: torch.Generator) -> t
     g = -torch.log1p(-u)  # Exp(1) from [0, 1) without log(0); normalised exponentials are Dirichlet(1)
     p = g / g.sum(-1, keepdim=True)
     p = p.clamp(min=FLOOR / 100)
-    return discretise_rows(p / p.sum(-1, keepdim=True))
+    passes = None if u.device.type == "cpu" else n  # a host check is cheap on the CPU, a sync elsewhere
+    return discretise_rows(p / p.sum(-1, keepdim=True), passes)
 
 
 def decode_parameters(tokens: torch.Tensor, S: int, O: int) -> tuple[torch.Tensor, torch.Tensor]:
