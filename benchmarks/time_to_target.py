@@ -105,7 +105,7 @@ def paper_bijection() -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1 if QUICK else 3)
-    parser.add_argument("--hmm-budget", type=float, default=10 if QUICK else 180, help="training seconds for HMM")
+    parser.add_argument("--hmm-budget", type=float, default=10 if QUICK else 240, help="training seconds for HMM")
     args = parser.parse_args(argv)
     payload = {"what": f"steps and seconds to kl_bits <= {TARGET}", "target_kl_bits": TARGET}
     print("bijection V=10 L=10, demo transformer:")
