@@ -98,3 +98,20 @@ def test_eval_set_is_fixed_by_its_seed_and_differs_across_seeds():
     a, b, c = (EvalSet.generate(task, 100, seed=s) for s in (7, 7, 8))
     assert torch.equal(a.batches[0].tokens, b.batches[0].tokens)
     assert not torch.equal(a.batches[0].tokens, c.batches[0].tokens)
+
+
+def test_chunked_cpu_forward_scores_like_one_pass(monkeypatch):
+    import framework.metrics.evaluate as evaluate_module
+    from framework.models import TransformerConfig, build_model
+
+    task = build_task(HMMConfig(K=6))
+    eval_set = EvalSet.generate(task, 300, seed=4, batch_size=300)
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), task.vocab_size,
+                        task.n_classes, task.seq_len).double()
+    chunked = evaluate(model, eval_set)  # 128 + 128 + 44
+    monkeypatch.setattr(evaluate_module, "CPU_CHUNK", 10_000)
+    whole = evaluate(model, eval_set)
+    for key in ("kl_bits", "entropy_mae_bits"):
+        assert chunked[key] == pytest.approx(whole[key], rel=1e-12, abs=1e-15), key
+    assert chunked["n_sequences"] == whole["n_sequences"] == 300

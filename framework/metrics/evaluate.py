@@ -15,6 +15,12 @@ from framework.metrics.bits import entropy_bits, entropy_bits_from_logits, kl_bi
 from framework.tasks.base import Batch, Task
 
 
+# Sequences per forward pass on a CPU. An eval batch is a unit of the eval set (its size decides the
+# sequences drawn), not of compute: forwards of 512 HMM sequences spill the caches and ran 30% slower
+# than in chunks of 64-128 (benchmarks/README.md, eval_cost). GPUs take the whole batch.
+CPU_CHUNK = 128
+
+
 @dataclass
 class EvalSet:
     batches: list[Batch]
@@ -53,7 +59,8 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device | s
     with torch.inference_mode(), autocast_for(device):
         for batch in eval_set.batches:
             batch = batch.to(device)
-            logits = model(batch.tokens)[:, batch.positions].double()  # (B, P, C)
+            chunks = batch.tokens.split(CPU_CHUNK) if device.type == "cpu" else [batch.tokens]
+            logits = torch.cat([model(tokens)[:, batch.positions] for tokens in chunks]).double()  # (B, P, C)
             kls.append(kl_bits(batch.posterior, logits).cpu())
             h_models.append(entropy_bits_from_logits(logits).cpu())
             h_bayes.append(entropy_bits(batch.posterior).cpu())
