@@ -101,8 +101,11 @@ def test_eval_set_is_fixed_by_its_seed_and_differs_across_seeds():
 
 
 def test_chunked_cpu_forward_scores_like_one_pass(monkeypatch):
-    import framework.metrics.evaluate as evaluate_module
+    import importlib
+
     from framework.models import TransformerConfig, build_model
+
+    evaluate_module = importlib.import_module("framework.metrics.evaluate")  # the attribute is the function
 
     task = build_task(HMMConfig(K=6))
     eval_set = EvalSet.generate(task, 300, seed=4, batch_size=300)
