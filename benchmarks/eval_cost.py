@@ -6,6 +6,8 @@ For the demo transformer on both demo tasks (untrained weights: the cost does no
   ``EvalSet.generate`` for 256 to 4096 sequences, with the log-log slope (1 = linear, as it should be);
 * ``metric_overhead``: the model's forward passes alone against the whole ``evaluate`` at 2048
   sequences: the share spent on the float64 KL and entropies;
+* ``cpu_chunks``: one eval batch of 512 sequences run as one forward pass against chunks of
+  ``CPU_CHUNK`` sequences (what ``evaluate`` does on a CPU: large batches spill the caches);
 * ``batching``: ``evaluate`` on the same 512 sequences stored in batches of 1, 64 and 512, as a
   speed-up over one sequence at a time.
 
@@ -15,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 
+import importlib
+
 import torch
 
 from benchmarks.common import QUICK, RESULTS, device, interleaved_medians, loglog_slope, median_seconds, plan, pyplot, save
 from framework.metrics import EvalSet, evaluate
 
+evaluate_module = importlib.import_module("framework.metrics.evaluate")  # `evaluate` is also the function
 JUST_TRANSFORMER = ["~models.mamba", "~models.lstm", "~models.mlp", "~models.mlp_token"]
 
 
@@ -47,15 +52,32 @@ def main(argv=None) -> None:
         n = 512 if QUICK else 2048
         eval_set = EvalSet.generate(job.task, n, seed=1, batch_size=job.train.eval_batch_size)
 
-        def forward_only():
+        def forward_only():  # the forward passes evaluate() makes, chunked the same way
+            chunk = evaluate_module.CPU_CHUNK if dev.type == "cpu" else 10**9
             with torch.inference_mode():
                 for batch in eval_set.batches:
-                    model(batch.tokens.to(dev))
+                    for tokens in batch.tokens.to(dev).split(chunk):
+                        model(tokens)
 
         seconds = interleaved_medians({"forward": forward_only, "evaluate": lambda: evaluate(model, eval_set, dev)},
                                       repeats=args.repeats, warmup=1)
         entry["metric_overhead"] = {"n": n, "seconds": seconds,
                                     "fraction": 1 - seconds["forward"] / seconds["evaluate"]}
+
+        if dev.type == "cpu":  # the same 512-sequence batch in one forward pass, and in CPU_CHUNK chunks
+            whole = EvalSet.generate(job.task, 512, seed=1, batch_size=512)
+
+            def one_pass():
+                chunk, evaluate_module.CPU_CHUNK = evaluate_module.CPU_CHUNK, 10**9
+                try:
+                    evaluate(model, whole, dev)
+                finally:
+                    evaluate_module.CPU_CHUNK = chunk
+
+            seconds = interleaved_medians({"one pass": one_pass, "chunks": lambda: evaluate(model, whole, dev)},
+                                          repeats=args.repeats + 2, warmup=1)
+            entry["cpu_chunks"] = {"n": 512, "chunk": evaluate_module.CPU_CHUNK, "seconds": seconds,
+                                   "speedup": seconds["one pass"] / seconds["chunks"]}
 
         sets = {b: EvalSet.generate(job.task, 512, seed=1, batch_size=b) for b in (1, 64, 512)}
         seconds = interleaved_medians({f"batch {b}": (lambda s=s: evaluate(model, s, dev)) for b, s in sets.items()},
@@ -65,7 +87,8 @@ def main(argv=None) -> None:
         results[job.task_key] = entry
         print(f"{job.name}: " + ", ".join(f"n={r['n']} {1e3 * r['evaluate_seconds']:.0f} ms" for r in rows)
               + f"; slope {entry['evaluate_slope']:.2f}; metrics {100 * entry['metric_overhead']['fraction']:.0f}% "
-              f"of evaluate; batch 512 vs 1: {entry['batching']['speedup_vs_batch_1']['batch 512']:.0f}x", flush=True)
+              f"of evaluate; batch 512 vs 1: {entry['batching']['speedup_vs_batch_1']['batch 512']:.0f}x; chunks vs one pass "
+              f"{entry.get('cpu_chunks', {}).get('speedup', float('nan')):.2f}x", flush=True)
     path = save("eval_cost", {"what": "evaluate() time vs number of sequences (demo transformer)", "tasks": results})
     plot(results)
     print(f"wrote {path}")
