@@ -354,3 +354,14 @@ def test_value_manifold_reads_the_features_of_any_architecture(config, batches, 
     result = run_probe("value_manifold", model, TASK, batches, tmp_path)
     _check_result(result, "value_manifold", tmp_path)
     assert result["site"] == "features" and list(result["by_site"]) == ["features"]
+
+
+def test_centring_removes_the_part_every_key_shares():
+    """Orthonormal keys plus one large shared offset: raw |cos| near 1, centred exactly 1/(n-1)
+    (the n centred basis vectors form a regular simplex), whatever the offset."""
+    from framework.probes.keys import centred
+
+    n = 6
+    keys = (torch.eye(n, dtype=torch.float64) + 10.0 * torch.ones(n, dtype=torch.float64)).unsqueeze(0)  # (1, n, n)
+    assert stats.mean_abs_offdiag_cosine(keys).item() > 0.99
+    assert stats.mean_abs_offdiag_cosine(centred(keys)).item() == pytest.approx(1 / (n - 1), abs=1e-12)

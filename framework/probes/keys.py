@@ -20,6 +20,11 @@ Each number is, per head, the mean absolute cosine between the key vectors of di
 * ``untrained_mean_abs_cos`` / ``untrained_embedding_mean_abs_cos``: a freshly initialised model
   of the same architecture (seed ``untrained_seed``), on the same sequences.
 
+Centred (``centred_mean_abs_cos`` against ``random_centred_mean_abs_cos``): the same after
+subtracting, per head, the mean key over the chosen tokens. A component shared by every key adds
+the same score to all of them for a given query, and softmax ignores a constant shift, so only the
+centred keys decide what attention can tell apart; the raw number also counts that shared part.
+
 Trained below random means the keys are more orthogonal than chance. Orthogonal keys pay when a
 query must find one particular earlier token. Bijection elimination without replacement never looks
 a key token up (its posterior depends only on the set of values seen so far), and there our trained
@@ -86,6 +91,11 @@ def random_baseline(n: int, dim: int, draws: int, seed: int) -> tuple[float, flo
     return float(values.mean()), float(values.std()) if draws > 1 else 0.0
 
 
+def centred(keys: torch.Tensor) -> torch.Tensor:
+    """(..., n, dh) keys minus their mean over the n tokens: the part attention scores can tell apart."""
+    return keys - keys.mean(-2, keepdim=True)
+
+
 def run(ctx: ProbeContext) -> dict:
     opts = ctx.options
     layer = layer_index(ctx.model, opts["layer"])
@@ -98,6 +108,10 @@ def run(ctx: ProbeContext) -> dict:
     emb_per_head = mean_abs_offdiag_cosine(embedding_keys(ctx.model, layer, chosen))
     H, n, dh = keys.shape
     rand_mean, rand_std = random_baseline(n, dh, opts["random_draws"], seed=opts["untrained_seed"])
+    generator = torch.Generator().manual_seed(opts["untrained_seed"])
+    gaussian = torch.randn(opts["random_draws"], n, dh, generator=generator, dtype=torch.float64)
+    rand_centred = float(mean_abs_offdiag_cosine(centred(gaussian)).mean())
+    centred_per_head = mean_abs_offdiag_cosine(centred(keys))
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts["untrained_seed"])
@@ -116,6 +130,9 @@ def run(ctx: ProbeContext) -> dict:
         "random_mean_abs_cos_std": rand_std,
         "untrained_mean_abs_cos": float(fresh_per_head.mean()),
         "below_random": bool(per_head.mean() < rand_mean),
+        "centred_mean_abs_cos": float(centred_per_head.mean()),
+        "random_centred_mean_abs_cos": rand_centred,
+        "centred_below_random": bool(centred_per_head.mean() < rand_centred),
         "embedding_mean_abs_cos": float(emb_per_head.mean()),
         "embedding_mean_abs_cos_per_head": emb_per_head.tolist(),
         "untrained_embedding_mean_abs_cos": float(fresh_emb_per_head.mean()),
