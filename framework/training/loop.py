@@ -51,7 +51,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW; ``fused`` picks the single-kernel implementation (None: torch's default, foreach)."""
+    """AdamW; ``fused=True`` picks the single-kernel implementation (None: torch's default, which is
+    foreach on CUDA and a per-tensor loop on CPU; on CPU neither beat it, benchmarks/README.md)."""
     # Decay matrices only; biases, norms and 1-d parameters are left alone (nanoGPT's split).
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
