@@ -36,14 +36,12 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.parametrize("overrides,field", [
-    (["+evaluate_at.maze={K9: {K: 9}}"], "evaluate_at.maze"),
     (["+evaluate_at.hmm={S3: {S: 3}}"], "evaluate_at.hmm.S3"),  # other classes: not scorable
     (["+evaluate_at.hmm={K0: {K: 0}}"], "evaluate_at.hmm.K0.K"),
     (["+evaluate_at.hmm={Kx: {Kk: 9}}"], "evaluate_at.hmm.Kx.Kk"),
     (["+evaluate_at.hmm={T: {name: bijection}}"], "evaluate_at.hmm.T.name"),
     (["+evaluate_at.hmm={K9: 9}"], "evaluate_at.hmm.K9"),
     (["matrix=[hmm]"], "matrix"),  # HMM sequences are not enumerable
-    (["matrix=[maze]"], "matrix"),
     (["probes=[telepathy]"], "probes"),
     (["probes=[dynamics]"], "train.snapshot_every"),
     (["experiment=probe/value_manifold"], "checkpoint"),
@@ -55,6 +53,12 @@ def test_bad_extras_name_their_field(compose, overrides, field):
     with pytest.raises(ConfigError) as info:
         resolve_plan(compose([*base, *overrides]))
     assert info.value.field == field, info.value
+
+
+def test_extras_for_a_removed_task_are_ignored_with_a_warning(compose, caplog):
+    jobs = resolve_plan(compose([*TINY, "~tasks.hmm", "+evaluate_at.hmm={K9: {K: 9}}", "matrix=[hmm]"]))
+    assert jobs and not any(job.variants or job.matrix for job in jobs)
+    assert "name task 'hmm'" in caplog.text
 
 
 def test_variants_are_scored_and_the_mlp_skips_longer_ones(compose, tmp_path):
