@@ -160,3 +160,14 @@ def test_report_writes_the_taxonomy_table(tmp_path):
     text = "\n".join(taxonomy_rows(metrics, {"bij": runs[0::2], "rec": runs[1::2]}))
     assert "| t | 0.01 bits ✓ | 97.0% acc ✓ | accumulation, binding |" in text
     assert "| m | 1.2 bits ✗ | 2.0% acc ✗ | none |" in text
+
+
+def test_every_probe_has_an_experiment_listing_its_current_defaults(compose):
+    from omegaconf import OmegaConf
+
+    from framework.probes import PROBES
+
+    for name, probe in PROBES.items():
+        cfg = compose([f"experiment=probe/{name}"])
+        assert list(cfg.probes) == [name] and cfg.experiment == f"probe/{name}"
+        assert OmegaConf.to_container(cfg.probe_options)[name] == probe.options, name
