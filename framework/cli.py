@@ -11,6 +11,12 @@ import os
 import sys
 from pathlib import Path
 
+if "-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]:
+    # A sweep runs jobs side by side on shared cores, where idle OpenMP threads that spin steal the
+    # cores their siblings wait for (a 2-thread step measured 31x slower under load; benchmarks/README.md).
+    # A lone run keeps the default, which is 1.17x faster on idle cores. Read when torch loads: set first.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig

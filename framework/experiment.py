@@ -87,6 +87,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         "model_key": job.model_key,
         "params": params,
         "steps": outcome.steps,
+        "reached_target": outcome.reached_target,  # train.target_kl_bits met on validation (if set)
         **scores,
         **extras,
         "history": outcome.history,
@@ -96,7 +97,8 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         "device": str(device),
         # Everything that depends on the machine's speed, and nothing else, sits here: the rest of
         # an entry is identical between two runs with the same config and seed on CPU.
-        "timing": {"train_seconds": round(outcome.train_seconds, 3), "eval_seconds": round(eval_seconds, 3)},
+        "timing": {"train_seconds": round(outcome.train_seconds, 3), "val_seconds": round(outcome.val_seconds, 3),
+                   "eval_seconds": round(eval_seconds, 3)},
     }
     write_json(result_path, result)
     return result
