@@ -151,6 +151,15 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, name: str) -> Path:
+    """results/<name>.png, and the figure freed."""
+    path = RESULTS / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
 def save(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     write_json(path, {"benchmark": name, "environment": environment(), **payload})

@@ -22,7 +22,7 @@ import random
 
 import torch
 
-from benchmarks.common import QUICK, RESULTS, device, interleaved_medians, plan, pyplot, save
+from benchmarks.common import QUICK, device, interleaved_medians, plan, pyplot, save, save_figure
 from framework.tasks import Batch, BijectionConfig, HMMConfig, Task, build_task
 from framework.tasks.hmm import EMIT, FLOOR, OBS, SEP, SYMBOL0, TRANS
 from framework.training.loop import make_optimizer, train_step
@@ -213,9 +213,7 @@ def plot(payload: dict) -> None:
     right.set(xscale="log", yscale="log", xlabel="batch size", ylabel="speed-up over a per-sequence loop",
               title="HMM forward filter")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "data_oracle.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "data_oracle")
 
 
 if __name__ == "__main__":

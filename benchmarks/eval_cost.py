@@ -21,7 +21,9 @@ import importlib
 
 import torch
 
-from benchmarks.common import QUICK, RESULTS, device, interleaved_medians, loglog_slope, median_seconds, plan, pyplot, save
+from benchmarks.common import (
+    QUICK, device, interleaved_medians, loglog_slope, median_seconds, plan, pyplot, save, save_figure
+)
 from framework.metrics import EvalSet, evaluate
 
 evaluate_module = importlib.import_module("framework.metrics.evaluate")  # `evaluate` is also the function
@@ -105,9 +107,7 @@ def plot(results: dict) -> None:
                 label=f"{task}: generate the set (slope {entry['generate_slope']:.2f})")
     ax.set(xscale="log", yscale="log", xlabel="eval sequences", ylabel="seconds", title="evaluation cost")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "eval_cost.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "eval_cost")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from dataclasses import replace
 
 import torch
 
-from benchmarks.common import (QUICK, RESULTS, device, loglog_slope, max_rss_bytes, median_seconds, plan, pyplot,
-                               rss_bytes, run_worker, save)
+from benchmarks.common import (
+    QUICK, device, loglog_slope, max_rss_bytes, median_seconds, plan, pyplot, rss_bytes, run_worker, save,
+    save_figure
+)
 from framework.models import build_model
 from framework.tasks import BijectionConfig, build_task
 from framework.training.loop import make_optimizer, train_step
@@ -92,9 +94,7 @@ def plot(results: dict) -> None:
               title="peak memory")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "scaling.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "scaling")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import QUICK, RESULTS, median_seconds, save
+from benchmarks.common import QUICK, median_seconds, save, save_figure
 from framework.models.selective_scan import selective_scan
 
 SIZES = [(8, 128, 16, 93), (128, 164, 16, 19), (32, 128, 16, 200), (128, 164, 16, 93)]  # (B, D, N, L)
@@ -64,9 +64,7 @@ def plot(rows) -> None:
     ax.set_xticks(range(len(rows)), labels)
     ax.set(xlabel="B x D x N x L", ylabel="speed-up over the sequential reference", title="selective scan fwd+bwd")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(RESULTS / "selective_scan.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "selective_scan")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ import time
 
 import torch
 
-from benchmarks.common import (QUICK, RESULTS, device, interleaved_medians, matmul_peak_flops, max_rss_bytes, plan,
-                               pyplot, rss_bytes, run_worker, save)
+from benchmarks.common import (
+    QUICK, device, interleaved_medians, matmul_peak_flops, max_rss_bytes, plan, pyplot, rss_bytes,
+    run_worker, save, save_figure
+)
 from framework.training.loop import make_optimizer, maybe_compile, train_step
 
 ARCHS = ("transformer", "mamba", "lstm", "mlp")
@@ -193,9 +195,7 @@ def plot(rows: list[dict]) -> None:
         ax.barh(range(len(rows)), [r[key] for r in rows])
         ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.set(title=title)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "throughput.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "throughput")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import QUICK, RESULTS, device, plan, pyplot, save
+from benchmarks.common import QUICK, device, plan, pyplot, save, save_figure
 from framework.config import derive_seed
 from framework.metrics import EvalSet, evaluate
 from framework.training import train
@@ -134,9 +134,7 @@ def plot(payload: dict) -> None:
         ax.axhline(TARGET, color="k", ls="--", lw=0.8)
         ax.set(yscale="log", xlabel="training seconds (validation excluded)", ylabel="validation kl_bits", title=title)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "time_to_target.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "time_to_target")
 
 
 if __name__ == "__main__":
