@@ -25,8 +25,9 @@ import torch
 
 from framework.io import write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+# A smoke run must not overwrite the measured results: it writes beside them, under results/quick/.
+RESULTS = Path(__file__).resolve().parent / "results" / ("quick" if QUICK else "")
 
 
 def device() -> torch.device:
@@ -154,6 +155,7 @@ def pyplot():
 def save_figure(fig, name: str) -> Path:
     """results/<name>.png, and the figure freed."""
     path = RESULTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     pyplot().close(fig)
