@@ -303,35 +303,3 @@ def test_cuda_fused_matches_reference_with_gradients():
     fused = run_with_grads(selective_scan_fused, [t.cuda() for t in inputs], full=True)
     for got, want in zip(fused, ref):
         torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.slow
-def test_parallel_is_faster_than_the_loop_on_cpu():
-    import statistics
-    import time
-
-    torch.set_num_threads(2)
-    leaves = [t.float().requires_grad_() for t in make_inputs(16, 128, 16, 100, "mixed")]
-    times = {selective_scan_ref: [], selective_scan_parallel: []}
-    for _ in range(7):  # interleaved, median: robust to a noisy machine
-        for scan in times:
-            start = time.perf_counter()
-            scan(*leaves).sum().backward()
-            times[scan].append(time.perf_counter() - start)
-    assert statistics.median(times[selective_scan_parallel]) < statistics.median(times[selective_scan_ref])
-
-
-@pytest.mark.slow
-def test_fused_is_faster_than_the_parallel_scan_on_cpu():
-    import statistics
-    import time
-
-    torch.set_num_threads(2)
-    leaves = [t.float().requires_grad_() for t in make_inputs(16, 128, 16, 100, "mixed")]
-    times = {selective_scan_parallel: [], selective_scan_fused: []}
-    for _ in range(7):
-        for scan in times:
-            start = time.perf_counter()
-            scan(*leaves).sum().backward()
-            times[scan].append(time.perf_counter() - start)
-    assert statistics.median(times[selective_scan_fused]) < statistics.median(times[selective_scan_parallel])
