@@ -99,19 +99,9 @@ class Job:
     def name(self) -> str:
         return f"{self.task_key}_{self.model_key}"
 
-    @property
-    def max_len(self) -> int:
-        """The longest sequence the model will see: the task's, or a longer evaluate_at variant's.
-
-        The MLP's prefix read has one weight block per position, so it is built at the training
-        length (and skips longer variants); the other models run at any length.
-        """
-        if self.model_config.name == "mlp":
-            return self.task.seq_len
-        return max([self.task.seq_len, *(t.seq_len for t in self.variants.values())])
-
-    def build_model(self):
-        return build_model(self.model_config, self.task.vocab_size, self.task.n_classes, self.max_len)
+    def build_model(self, max_len: int | None = None):
+        """The model, sized for the training length (or ``max_len``, to score longer variants)."""
+        return build_model(self.model_config, self.task.vocab_size, self.task.n_classes, max_len or self.task.seq_len)
 
 
 def derive_seed(*parts: Any) -> int:

@@ -43,14 +43,40 @@ def _eval_sets(job: Job, seed: int) -> tuple[EvalSet, EvalSet]:
     return val, test
 
 
+def at_length(job: Job, model: torch.nn.Module, T: int, seed: int) -> torch.nn.Module | None:
+    """The trained model, able to read ``T`` tokens: itself, a copy with more positions, or None.
+
+    Models are built and trained at the task's own length, so what a run evaluates never changes what
+    it trains. A longer variant gets a copy with a longer position table: learned rows past the
+    training length were never trained and are drawn fresh from their own seed (sinusoidal and absent
+    encodings are defined at every length; recurrences have none). The MLP's prefix read has one
+    weight block per position and cannot be extended: None.
+    """
+    if T <= job.task.seq_len:
+        return model
+    if job.model_config.name == "mlp":
+        return None
+    device = next(model.parameters()).device
+    torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "positions", T))
+    longer = job.build_model(max_len=T).to(device)
+    state = model.state_dict()
+    if "pos_emb.weight" in state:
+        rows = longer.pos_emb.weight.detach().clone()
+        rows[: job.task.seq_len] = state["pos_emb.weight"]
+        state = {**state, "pos_emb.weight": rows}
+    longer.load_state_dict(state)
+    return longer
+
+
 def _score_variant(job: Job, model: torch.nn.Module, variant: Task, seed: int, name: str, device) -> dict:
     """The trained model on an ``evaluate_at`` variant of its task (fresh fixed-seed sequences)."""
-    if variant.seq_len > job.max_len:
+    scorer = at_length(job, model, variant.seq_len, seed)
+    if scorer is None:
         return {"seq_len": variant.seq_len, "skipped": f"{job.model_config.name} reads a fixed-width prefix of "
-                f"{job.max_len} tokens and has no weights for longer sequences"}
+                f"{job.task.seq_len} tokens and has no weights for longer sequences"}
     t = job.train
     test = EvalSet.generate(variant, t.eval_sequences, derive_seed(seed, job.task_key, name, "test"), t.eval_batch_size)
-    return {"seq_len": variant.seq_len, **evaluate(model, test, device)}
+    return {"seq_len": variant.seq_len, **evaluate(scorer, test, device)}
 
 
 def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[EvalSet, EvalSet],
@@ -63,8 +89,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
     torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
     model = job.build_model().to(device)
     params = count_params(model)
-    meta = {"task": asdict(job.task_config), "model": asdict(job.model_config), "params": params,
-            "max_len": job.max_len}
+    meta = {"task": asdict(job.task_config), "model": asdict(job.model_config), "params": params}
     val_set, test_set = eval_sets
     outcome = train(model, job.task, job.train, job_dir, seed=derive_seed(seed, job.task_key, "data"),
                     val_set=val_set, meta=meta, resume=resume, desc=job.name)

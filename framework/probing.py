@@ -56,7 +56,7 @@ def load_trained(path: str | Path) -> tuple[torch.nn.Module, Task, dict, Path]:
         model_config = config_from(MODELS, meta["model"], "model")
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"refusing checkpoint {path}: its task or model record is invalid ({err})") from None
-    model = build_model(model_config, task.vocab_size, task.n_classes, meta.get("max_len", task.seq_len))
+    model = build_model(model_config, task.vocab_size, task.n_classes, task.seq_len)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

@@ -75,6 +75,14 @@ def test_variants_are_scored_and_the_mlp_skips_longer_ones(compose, tmp_path):
     assert "## Length generalisation" in (tmp_path / "report.md").read_text()
 
 
+def test_evaluation_settings_do_not_change_the_trained_model(compose, tmp_path):
+    base = [*TINY, "~tasks.bijection", "~models.lstm", "~models.mlp", "tasks.hmm.K=6"]
+    plain = run(compose(base), tmp_path / "plain")["runs"][0]
+    longer = run(compose([*base, "+evaluate_at.hmm={K9: {K: 9}}"]), tmp_path / "longer")["runs"][0]
+    assert (plain["params"], plain["kl_bits"]) == (longer["params"], longer["kl_bits"])
+    assert longer["evaluate_at"]["K9"]["n_positions"] == 9
+
+
 def test_matrix_and_end_of_training_probes(compose, tmp_path):
     cfg = compose([*TINY, "~tasks.hmm", "~models.mlp", "tasks.bijection.V=4", "tasks.bijection.L=4", "matrix=[bijection]", "models.lstm.match_params=false",
                    "probes=[attention_entropy,mamba_states]"])
