@@ -184,14 +184,30 @@ def _check_extras(cfg: DictConfig) -> None:
             log.warning("taxonomy names task '%s', which this run does not have (tasks: %s); the primitives it "
                         "tests are judged on the remaining tasks", key, ", ".join(cfg.tasks))
     if cfg.probes or cfg.probe_options:
-        from framework.probes import PROBES
+        from framework.probes import PROBES, ProbeError
+        from framework.probes.base import merge_options
 
         for name in [*cfg.probes, *cfg.probe_options]:
             if name not in PROBES:
                 raise ConfigError("probes", f"no probe '{name}'; probes: {', '.join(PROBES)}")
-        if "dynamics" in cfg.probes and not cfg.checkpoint and not cfg.train.snapshot_every:
-            raise ConfigError("train.snapshot_every", "the dynamics probe reads weight snapshots; set "
-                                                      "train.snapshot_every > 0 (e.g. the eval_every value)")
+        options = OmegaConf.to_container(cfg.probe_options, resolve=True)
+        for name in cfg.probes:
+            try:
+                merge_options(PROBES[name], options.get(name))
+            except ProbeError as err:
+                raise ConfigError(f"probe_options.{name}", str(err)) from None
+
+
+def _check_snapshots(job: "Job") -> None:
+    """The dynamics probe compares weight snapshots: this job must write at least two."""
+    every = job.train.snapshot_every
+    if "dynamics" not in job.probes:
+        return
+    written = 0 if not every else job.train.steps // every + (job.train.steps % every > 0)  # and the last step
+    if written < 2:
+        raise ConfigError("train.snapshot_every", f"the dynamics probe compares weight snapshots, and job {job.name} "
+                          f"({job.train.steps} steps, snapshot_every={every}) would write {written}; set "
+                          "train.snapshot_every to at most half the steps (e.g. the eval_every value)")
 
 
 def resolve_plan(cfg: DictConfig) -> list[Job]:
@@ -250,4 +266,5 @@ def resolve_plan(cfg: DictConfig) -> list[Job]:
                     raise err.under(f"models.{model_key}") from None
             jobs.append(Job(task_key, model_key, task_config, model_config, _train_for(cfg, task_key, model_key), task,
                             variants, task_key in cfg.matrix, list(cfg.probes)))
+            _check_snapshots(jobs[-1])
     return jobs

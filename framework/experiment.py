@@ -7,6 +7,7 @@ atomically, when every job has finished.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,16 +18,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from framework.config import Job, derive_seed, resolve_plan
+from framework.config import RESULT_NEUTRAL_TRAIN, Job, config_hash, derive_seed, resolve_plan
+from framework.errors import ConfigError
 from framework.io import write_json, write_text
 from framework.metrics.evaluate import EvalSet, evaluate
 from framework.metrics.matrix import matrix_view
 from framework.models import count_params
-from framework.probing import probe_checkpoint, run_probes
+from framework.probing import probe_checkpoint, run_probes, snapshots_in
 from framework.tasks import Task
 from framework.taxonomy import TaxonomyConfig, classify
 from framework.training import pick_device, train
-from framework.training.loop import SNAPSHOTS
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,24 @@ def _score_variant(job: Job, model: torch.nn.Module, variant: Task, seed: int, n
     return {"seq_len": variant.seq_len, **evaluate(scorer, test, device)}
 
 
+def settings_hash(job: Job, probe_options: dict | None) -> str:
+    """What decides a job's result.json: a finished job is reused on resume only if this matches."""
+    train = {k: v for k, v in asdict(job.train).items() if k not in RESULT_NEUTRAL_TRAIN | {"threads"}}
+    settings = {"task": asdict(job.task_config), "model": asdict(job.model_config), "train": train,
+                "evaluate_at": {name: asdict(v.config) for name, v in job.variants.items()}, "matrix": job.matrix,
+                "probes": {name: (probe_options or {}).get(name) for name in job.probes}}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_resumable(jobs: list[Job], run_dir: Path, probe_options: dict | None) -> None:
+    """Before any compute: every finished job in ``run_dir`` was finished with this run's settings."""
+    for job in jobs:
+        path = run_dir / job.name / "result.json"
+        if path.exists() and json.loads(path.read_text()).get("settings_hash") != settings_hash(job, probe_options):
+            raise ConfigError("resume", f"job {job.name} in {run_dir} finished with other settings than this run's; "
+                                        "resume it with the settings it was run with, or use a new hydra.run.dir")
+
+
 def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[EvalSet, EvalSet],
             probe_options: dict | None = None) -> dict:
     job_dir = run_dir / job.name
@@ -104,7 +123,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
     eval_seconds = time.perf_counter() - started
     if job.probes:
         extras["probes"] = run_probes(job.probes, model, job.task, test_set.batches[:1], job_dir / "probes",
-                                      snapshots=sorted((job_dir / SNAPSHOTS).glob("step_*.pt")), options=probe_options)
+                                      snapshots=snapshots_in(job_dir), options=probe_options)
     result = {
         "task": job.task_config.name,
         "model": job.model_config.name,
@@ -112,6 +131,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         "model_key": job.model_key,
         "params": params,
         "steps": outcome.steps,
+        "settings_hash": settings_hash(job, probe_options),
         "reached_target": outcome.reached_target,  # train.target_kl_bits met on validation (if set)
         **scores,
         **extras,
@@ -135,9 +155,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if cfg.checkpoint:
         return probe_checkpoint(cfg, run_dir)
-    if cfg.resume and (run_dir / "metrics.json").exists():
-        log.info("%s is complete; nothing to do", run_dir)
-        return json.loads((run_dir / "metrics.json").read_text())
+    this_run = config_hash(cfg)
+    if cfg.resume:
+        check_resumable(jobs, run_dir, _container(cfg.probe_options))
+        done = run_dir / "metrics.json"
+        if done.exists() and json.loads(done.read_text()).get("config_hash") == this_run:
+            log.info("%s is complete; nothing to do", run_dir)
+            return json.loads(done.read_text())
     threads = jobs[0].train.threads
     if threads:
         torch.set_num_threads(threads)
@@ -159,7 +183,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("job %d/%d: %s: kl_bits=%.4g entropy_mae_bits=%.4g", number, len(jobs), job.name,
                  result["kl_bits"], result["entropy_mae_bits"])
         results.append(result)
-    metrics = {"experiment": cfg.experiment, "runs": results}
+    metrics = {"experiment": cfg.experiment, "config_hash": this_run, "runs": results}
     if cfg.taxonomy.primitives:
         metrics["taxonomy"] = classify(results, TaxonomyConfig(**_container(cfg.taxonomy)))
     metrics["timing"] = {"wall_seconds": round(time.perf_counter() - started, 3)}

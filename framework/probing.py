@@ -27,16 +27,23 @@ from framework.training.loop import CHECKPOINT, SNAPSHOTS
 
 def run_probes(names: list[str], model: torch.nn.Module, task: Task, batches: list, out_dir: Path, *,
                snapshots: list[Path], options: dict | None = None) -> dict:
-    """Each named probe's numbers; a probe the architecture cannot take is recorded as skipped, with why."""
-    from framework.probes import ProbeError, run_probe
+    """Each named probe's numbers; a probe the architecture cannot take is recorded as skipped, with why.
+
+    Only that refusal is a skip: any other ProbeError (a bad layer or site, missing snapshots) stops
+    the run, so a run never ends looking complete with a probe silently missing.
+    """
+    from framework.probes import PROBES, ProbeError, run_probe
+    from framework.probes.base import check_applies
 
     results = {}
     for name in names:
         try:
-            results[name] = run_probe(name, model, task, batches, Path(out_dir), snapshots=snapshots,
-                                      options=(options or {}).get(name))
+            check_applies(PROBES[name], model)
         except ProbeError as err:
             results[name] = {"skipped": str(err)}
+            continue
+        results[name] = run_probe(name, model, task, batches, Path(out_dir), snapshots=snapshots,
+                                  options=(options or {}).get(name))
     return results
 
 
@@ -72,23 +79,34 @@ def _check_matches(cfg: DictConfig, kind: str, recorded: dict, path: Path) -> No
     for key, config in named.items():
         registry = TASKS if kind == "task" else MODELS
         wanted = asdict(config_from(registry, config, kind))
-        if wanted != recorded:
+        # normalised, so a checkpoint written before a field with a default existed still matches
+        if wanted != asdict(config_from(registry, recorded, kind)):
             raise CheckpointError(f"checkpoint {path} holds a {kind} {recorded}, not the {kind} '{key}' this run "
                                   f"names ({wanted}); refusing to probe it")
 
 
 def check_checkpoint(cfg: DictConfig) -> None:
     """Before any folder or compute: the checkpoint loads, fits its model, and suits every probe."""
-    from framework.probes import PROBES
+    from framework.probes import PROBES, ProbeError
     from framework.probes.base import check_applies, merge_options
 
     model, _, state, path = load_trained(cfg.checkpoint)
     _check_matches(cfg, "task", state["meta"]["task"], path)
     _check_matches(cfg, "model", state["meta"]["model"], path)
     options = OmegaConf.to_container(cfg.probe_options, resolve=True)
+    found = len(snapshots_in(path.parent))
     for name in cfg.probes:
         check_applies(PROBES[name], model)
         merge_options(PROBES[name], options.get(name))
+        if found < PROBES[name].needs_snapshots:
+            raise ProbeError(f"probe '{name}' compares weight snapshots and needs at least "
+                             f"{PROBES[name].needs_snapshots}; {path.parent / SNAPSHOTS} has {found}. Train with "
+                             "train.snapshot_every > 0")
+
+
+def snapshots_in(job_dir: Path) -> list[Path]:
+    """A job's weight snapshots, oldest first (the training loop clears them when a job starts afresh)."""
+    return sorted((Path(job_dir) / SNAPSHOTS).glob("step_*.pt"))
 
 
 def probe_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
@@ -103,7 +121,7 @@ def probe_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     model.to(device)
     batches = EvalSet.generate(task, cfg.train.val_sequences, derive_seed(cfg.seed, "probe"),
                                cfg.train.eval_batch_size).batches
-    snapshots = sorted((path.parent / SNAPSHOTS).glob("step_*.pt"))
+    snapshots = snapshots_in(path.parent)
     options = OmegaConf.to_container(cfg.probe_options, resolve=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

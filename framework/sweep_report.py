@@ -19,7 +19,7 @@ import yaml
 from framework.config import RESULT_NEUTRAL, RESULT_NEUTRAL_TRAIN
 from framework.io import write_json, write_text
 
-METRICS = ("kl_bits", "entropy_mae_bits")
+METRICS = ("kl_bits", "entropy_mae_bits", "accuracy")
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
@@ -77,7 +77,7 @@ def aggregate(sweep_dir: Path) -> dict:
             group = groups[_group_key(config, run)]
             group["seeds"].append(config.get("seed"))
             for metric in METRICS:
-                group[metric].append(run[metric])
+                group[metric].append(run.get(metric, float("nan")))  # runs from before a metric existed
     rows = []
     for key, group in groups.items():
         meta = json.loads(key)
@@ -92,7 +92,7 @@ def aggregate(sweep_dir: Path) -> dict:
 def render(summary: dict) -> str:
     rows = summary["groups"]
     columns = _differing([r["settings"] for r in rows]) if len(rows) > 1 else []
-    head = ["task", "model", *columns, "seeds", "KL (bits)", "entropy MAE (bits)"]
+    head = ["task", "model", *columns, "seeds", "KL (bits)", "entropy MAE (bits)", "accuracy"]
     lines = [f"# Sweep report: {summary['sweep_dir']}", "",
              f"{len(summary['finished'])} of {summary['jobs']} jobs finished; values are mean ± standard error over seeds.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -106,7 +106,8 @@ def render(summary: dict) -> str:
     for r in rows:
         cells = [r["task"], r["model"], *(str(lookup(r["settings"], c)) for c in columns), str(r["n_seeds"]),
                  f"{r['kl_bits']:.4g} ± {r['kl_bits_stderr']:.2g}",
-                 f"{r['entropy_mae_bits']:.4g} ± {r['entropy_mae_bits_stderr']:.2g}"]
+                 f"{r['entropy_mae_bits']:.4g} ± {r['entropy_mae_bits_stderr']:.2g}",
+                 f"{r['accuracy']:.4g} ± {r['accuracy_stderr']:.2g}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Jobs not finished", ""]
     lines += [f"- {m}" for m in summary["missing"]] or ["none"]

@@ -44,6 +44,8 @@ def trained(tmp_path_factory):
     (["matrix=[hmm]"], "matrix"),  # HMM sequences are not enumerable
     (["probes=[telepathy]"], "probes"),
     (["probes=[dynamics]"], "train.snapshot_every"),
+    (["probes=[dynamics]", "train.snapshot_every=50"], "train.snapshot_every"),  # 10 steps: one snapshot
+    (["probes=[key_orthogonality]", "+probe_options.key_orthogonality.layr=7"], "probe_options.key_orthogonality"),
     (["experiment=probe/value_manifold"], "checkpoint"),
     (["checkpoint=/nonexistent/run", "probes=[value_manifold]"], "checkpoint"),
     (["taxonomy={max_kl_bits: 0}"], "taxonomy.max_kl_bits"),
@@ -73,6 +75,15 @@ def test_variants_are_scored_and_the_mlp_skips_longer_ones(compose, tmp_path):
     assert "fixed-width prefix" in by_model["mlp"]["evaluate_at"]["K9"]["skipped"]
     assert (tmp_path / "lengths_hmm.png").stat().st_size > 0
     assert "## Length generalisation" in (tmp_path / "report.md").read_text()
+
+
+def test_resume_refuses_a_finished_job_whose_settings_changed(compose, tmp_path):
+    base = [*TINY, "~tasks.hmm", "~models.lstm", "~models.mlp"]
+    first = run(compose(base), tmp_path)
+    assert run(compose([*base, "resume=true"]), tmp_path)["runs"] == first["runs"]
+    with pytest.raises(ConfigError, match="finished with other settings") as info:
+        run(compose([*base, "resume=true", "matrix=[bijection]", "tasks.bijection.V=4", "tasks.bijection.L=4"]), tmp_path)
+    assert info.value.field == "resume"
 
 
 def test_evaluation_settings_do_not_change_the_trained_model(compose, tmp_path):

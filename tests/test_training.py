@@ -142,3 +142,9 @@ def test_a_spent_time_limit_stops_after_one_step_with_a_validation(tmp_path):
     out = train(_model(), TASK, replace(CFG, time_limit_s=1e-9), tmp_path, seed=3, val_set=_val(), meta=META)
     assert out.steps == 1 and [h["step"] for h in out.history] == [1]
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_fresh_start_clears_snapshots_of_an_earlier_run(tmp_path):
+    train(_model(), TASK, replace(CFG, steps=30, snapshot_every=10), tmp_path, seed=3, val_set=_val(), meta=META)
+    train(_model(), TASK, replace(CFG, steps=20, snapshot_every=20), tmp_path, seed=3, val_set=_val(), meta=META)
+    assert [p.name for p in sorted((tmp_path / "snapshots").glob("*.pt"))] == ["step_0000020.pt"]

@@ -73,6 +73,7 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device | s
     mae, mae_se = _mean_stderr(abs_err.mean(-1))
     kl_mean, kl_se = _mean_stderr(kl.mean(-1))
     acc, acc_se = _mean_stderr(torch.cat(hits).double().mean(-1))
+    bayes_acc, bayes_acc_se = _mean_stderr(torch.cat(bayes_hits).double().mean(-1))
     return {
         "entropy_mae_bits": mae,
         "entropy_mae_bits_stderr": mae_se,
@@ -82,7 +83,8 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device | s
         # ceiling a perfect model reaches (1.0 for recall of stored keys, chance for unseen values).
         "accuracy": acc,
         "accuracy_stderr": acc_se,
-        "bayes_accuracy": torch.cat(bayes_hits).double().mean().item(),
+        "bayes_accuracy": bayes_acc,
+        "bayes_accuracy_stderr": bayes_acc_se,
         "n_sequences": kl.shape[0],
         "n_positions": kl.shape[1],
         "per_position": {

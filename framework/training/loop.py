@@ -8,6 +8,7 @@ the schedule needs no state of its own.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,9 @@ def train(
     step, train_seconds, history, val_seconds = 0, 0.0, [], 0.0
 
     ckpt_path = out_dir / CHECKPOINT
+    if not (resume and ckpt_path.exists()):
+        # A fresh start: snapshots left by an earlier run in this folder are not of this run.
+        shutil.rmtree(out_dir / SNAPSHOTS, ignore_errors=True)
     if resume and ckpt_path.exists():
         state = load_torch(ckpt_path)
         if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS:
