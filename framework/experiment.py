@@ -24,7 +24,7 @@ from framework.io import write_json, write_text
 from framework.metrics.evaluate import EvalSet, evaluate
 from framework.metrics.matrix import matrix_view
 from framework.models import count_params
-from framework.probing import probe_checkpoint, run_probes, snapshots_in
+from framework.probing import probe_checkpoint, probe_set, run_probes, snapshots_in
 from framework.tasks import Task
 from framework.taxonomy import TaxonomyConfig, classify
 from framework.training import pick_device, train
@@ -122,7 +122,8 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         extras["matrix"] = matrix_view(model, job.task, device)
     eval_seconds = time.perf_counter() - started
     if job.probes:
-        extras["probes"] = run_probes(job.probes, model, job.task, test_set.batches[:1], job_dir / "probes",
+        batches = probe_set(job.task, job.probes, probe_options, seed, job.train.eval_batch_size)
+        extras["probes"] = run_probes(job.probes, model, job.task, batches, job_dir / "probes",
                                       snapshots=snapshots_in(job_dir), options=probe_options)
     result = {
         "task": job.task_config.name,

@@ -7,6 +7,7 @@ refused, as is a checkpoint of another task or model than the run names.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,6 +46,17 @@ def run_probes(names: list[str], model: torch.nn.Module, task: Task, batches: li
         results[name] = run_probe(name, model, task, batches, Path(out_dir), snapshots=snapshots,
                                   options=(options or {}).get(name))
     return results
+
+
+def probe_set(task: Task, names: list[str], options: dict | None, seed: int, batch_size: int = 512) -> list:
+    """The sequences probes read: fresh, from a seed fixed by the run's seed and the task, as many as the
+    most any of the probes asks for (``max_sequences``), so both modes probe a model on the same data."""
+    from framework.probes import PROBES
+    from framework.probes.base import merge_options
+
+    wanted = max(merge_options(PROBES[n], (options or {}).get(n)).get("max_sequences", 512) for n in names)
+    task_id = json.dumps(asdict(task.config), sort_keys=True)
+    return EvalSet.generate(task, wanted, derive_seed(seed, "probe", task_id), batch_size).batches
 
 
 def load_trained(path: str | Path) -> tuple[torch.nn.Module, Task, dict, Path]:
@@ -119,10 +131,9 @@ def probe_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     _check_matches(cfg, "model", state["meta"]["model"], path)
     device = pick_device(cfg.train.device)
     model.to(device)
-    batches = EvalSet.generate(task, cfg.train.val_sequences, derive_seed(cfg.seed, "probe"),
-                               cfg.train.eval_batch_size).batches
-    snapshots = snapshots_in(path.parent)
     options = OmegaConf.to_container(cfg.probe_options, resolve=True)
+    batches = probe_set(task, list(cfg.probes), options, cfg.seed, cfg.train.eval_batch_size)
+    snapshots = snapshots_in(path.parent)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # Asked for by name, so a probe the model cannot take stops the run (ProbeError) rather than skipping.
