@@ -9,7 +9,6 @@ import torch
 from framework.metrics.matrix import matrix_view
 from framework.models import TransformerConfig, build_model
 from framework.tasks import BijectionConfig, build_task
-from framework.tasks.bijection import _count_sequences
 
 
 class OracleModel(torch.nn.Module):
@@ -31,7 +30,7 @@ def test_bijection_enumeration_is_complete_and_distinct(V, L, replacement):
     task = build_task(BijectionConfig(V=V, L=L, replacement=replacement))
     every = task.all_sequences()
     listed = set(map(tuple, every.tolist()))
-    assert len(listed) == every.shape[0] == _count_sequences(V, L, replacement)
+    assert len(listed) == every.shape[0] == task.count_sequences()
     sampled = task.sample(500, torch.Generator().manual_seed(V * 10 + L))
     assert set(map(tuple, sampled.tokens.tolist())) <= listed
     # every listed sequence is possible: its exact posterior gives the realised values nonzero mass

@@ -57,6 +57,10 @@ class Task(abc.ABC):
     def posterior_reference(self, tokens: torch.Tensor) -> torch.Tensor:
         """The same as :meth:`posterior` by a slow, obviously correct method (enumeration, plain loops)."""
 
+    def count_sequences(self) -> int:
+        """How many sequences :meth:`all_sequences` lists (computed without listing them where possible)."""
+        raise ValueError(f"task '{self.name}' does not enumerate its sequences")
+
     def all_sequences(self) -> torch.Tensor:
         """(N, T) long: every sequence the task produces with nonzero probability, each once.
 

@@ -113,11 +113,14 @@ class BijectionTask(Task):
                     out[b, i, value] = sum(p[key] == value for p in consistent) / len(consistent)
         return out.to(tokens.device)
 
+    def count_sequences(self) -> int:
+        return count_sequences(self.V, self.L, self.config.replacement)
+
     def all_sequences(self) -> torch.Tensor:
         """Every ``k1 v1 ... kL`` consistent with some bijection: keys in any allowed order, and each
         first-seen key bound to a value not yet used (a repeated key repeats its value)."""
         V, L = self.V, self.L
-        count = _count_sequences(V, L, self.config.replacement)
+        count = self.count_sequences()
         if count > MAX_ENUMERATED:
             raise ValueError(f"bijection V={V}, L={L} has {count:,} sequences; the matrix view enumerates at most "
                              f"{MAX_ENUMERATED:,} (try V <= 5)")
@@ -139,7 +142,7 @@ class BijectionTask(Task):
         return torch.tensor(out, dtype=torch.long)
 
 
-def _count_sequences(V: int, L: int, replacement: bool) -> int:
+def count_sequences(V: int, L: int, replacement: bool) -> int:
     """How many sequences all_sequences() lists, counted without listing them."""
     if not replacement:
         return math.perm(V, L) * math.perm(V, L - 1)
