@@ -12,38 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.errors import ConfigError
-from framework.tasks import TASKS, Batch, BijectionConfig, HMMConfig, Task, build_task
+from framework.tasks import TASKS, Batch, BijectionConfig, HMMConfig, build_task
 from framework.tasks.hmm import EMIT, OBS, SEP, SYMBOL0, TRANS, HMMTask, discretise_rows, draw_hundredths, sample_rows
-
-SEEDS = st.integers(0, 2**32 - 1)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def entropy_bits(p: torch.Tensor) -> torch.Tensor:
-    return -torch.special.xlogy(p, p).sum(-1) / math.log(2)
-
-
-def check_interface(task: Task, batch: Batch, B: int) -> None:
-    P = len(task.positions())
-    assert batch.tokens.shape == (B, task.seq_len) and batch.tokens.dtype == torch.long
-    assert int(batch.tokens.min()) >= 0 and int(batch.tokens.max()) < task.vocab_size
-    assert torch.equal(batch.positions, task.positions())
-    assert batch.posterior.shape == (B, P, task.n_classes) and batch.posterior.dtype == torch.float64
-    assert batch.labels.shape == (B, P) and batch.labels.dtype == torch.long
-    assert int(batch.labels.min()) >= 0 and int(batch.labels.max()) < task.n_classes
-
-
-def check_distributions(batch: Batch) -> None:
-    post = batch.posterior
-    assert bool((post >= 0).all())
-    assert torch.allclose(post.sum(-1), torch.ones((), dtype=torch.float64), rtol=0, atol=1e-12)
-    assert bool((post.gather(-1, batch.labels[..., None]) > 0).all()), "a realised label has zero posterior mass"
-
-
-# ---------------------------------------------------------------- fast oracle == enumeration
+from task_checks import SEEDS, assert_calibrated, check_distributions, check_interface, entropy_bits, gen
 
 
 @st.composite
@@ -264,32 +235,6 @@ def test_hmm_posterior_ignores_later_observations():
 
 
 # ---------------------------------------------------------------- the sampler agrees with the oracle
-
-
-def assert_calibrated(batch: Batch, bins: int = 10, z_max: float = 5.0) -> None:
-    """Labels drawn by the sampler are distributed as the oracle's posterior says.
-
-    Each statistic is a per-sequence sum whose mean is exactly 0 when sampler and oracle agree:
-    hits minus predicted mass per bin of posterior mass (calibration) and per (position, class),
-    and log p(label) + H(p) (the log-likelihood of the labels matches the oracle's entropy).
-    Sequences are i.i.d., so the z-scores use the spread across sequences (positions inside one
-    sequence are correlated). A statistic that is 0 by construction (e.g. the bins when every
-    posterior is uniform on its support) must then be 0 up to rounding.
-    """
-    post = batch.posterior  # (B, P, C)
-    B, P, C = post.shape
-    resid = torch.nn.functional.one_hot(batch.labels, C).double() - post  # (B, P, C)
-    which = (post * bins).long().clamp(max=bins - 1)
-    by_bin = torch.zeros(B, bins, dtype=torch.float64).scatter_add_(1, which.reshape(B, -1), resid.reshape(B, -1))
-    log_lik = torch.log(post.gather(-1, batch.labels[..., None])).squeeze(-1)  # (B, P)
-    entropy = -torch.special.xlogy(post, post).sum(-1)
-    stats = torch.cat([by_bin, resid.reshape(B, P * C), (log_lik + entropy).sum(-1, keepdim=True)], 1)
-    mean, sem = stats.mean(0), stats.std(0) / math.sqrt(B)
-    random = sem > 1e-9
-    z = mean[random] / sem[random]
-    assert int(random.sum()) > 0
-    assert bool((z.abs() < z_max).all()), f"sampler and oracle disagree: max |z| = {float(z.abs().max()):.1f}"
-    assert bool((mean[~random].abs() < 1e-9).all()), "sampler and oracle disagree on a deterministic statistic"
 
 
 @pytest.mark.parametrize(

@@ -14,59 +14,9 @@ from hypothesis import strategies as st
 from framework.errors import ConfigError
 from framework.metrics.bits import kl_bits
 from framework.models import TransformerConfig, build_model
-from framework.tasks import Batch, RecallConfig, RecallTask, Task, TaskIDConfig, TaskIDTask, build_task
+from framework.tasks import Batch, RecallConfig, RecallTask, TaskIDConfig, TaskIDTask, build_task
 from framework.tasks.base import MAX_ENUMERATED
-
-SEEDS = st.integers(0, 2**32 - 1)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def entropy_bits(p: torch.Tensor) -> torch.Tensor:
-    return -torch.special.xlogy(p, p).sum(-1) / math.log(2)
-
-
-def check_batch(task: Task, batch: Batch, B: int) -> None:
-    P, C = len(task.positions()), task.n_classes
-    assert batch.tokens.shape == (B, task.seq_len) and batch.tokens.dtype == torch.long
-    assert int(batch.tokens.min()) >= 0 and int(batch.tokens.max()) < task.vocab_size
-    assert torch.equal(batch.positions, task.positions())
-    assert batch.posterior.shape == (B, P, C) and batch.posterior.dtype == torch.float64
-    assert batch.labels.shape == (B, P) and batch.labels.dtype == torch.long
-    assert int(batch.labels.min()) >= 0 and int(batch.labels.max()) < C
-    assert bool((batch.posterior >= 0).all())
-    torch.testing.assert_close(batch.posterior.sum(-1), torch.ones(B, P, dtype=torch.float64), rtol=0, atol=1e-12)
-    assert bool((batch.posterior.gather(-1, batch.labels[..., None]) > 0).all()), "a realised label has zero mass"
-
-
-def assert_calibrated(batch: Batch, groups: torch.Tensor | None = None, bins: int = 10, z_max: float = 5.0) -> None:
-    """Labels are distributed as the oracle says (the check of tests/test_tasks.py).
-
-    Per sequence, sums with mean exactly 0 when sampler and oracle agree: hits minus predicted mass
-    per bin of posterior mass (calibration: class identities are exchangeable in these tasks, so
-    per-class counts alone cannot tell), per (position, class), and per group of ``groups`` (B, P, C),
-    a feature of each class read off the tokens (e.g. "this value is stored in the sequence"), which
-    catches an oracle that ignores the tokens. The z-scores use the spread across i.i.d. sequences.
-    """
-    post = batch.posterior  # (B, P, C)
-    B, P, C = post.shape
-    resid = torch.nn.functional.one_hot(batch.labels, C).double() - post  # (B, P, C)
-    which = (post * bins).long().clamp(max=bins - 1)
-    by_bin = torch.zeros(B, bins, dtype=torch.float64).scatter_add_(1, which.reshape(B, -1), resid.reshape(B, -1))
-    parts = [by_bin, resid.reshape(B, P * C)]
-    if groups is not None:
-        n = int(groups.max()) + 1
-        parts.append(torch.zeros(B, n, dtype=torch.float64).scatter_add_(1, groups.reshape(B, -1), resid.reshape(B, -1)))
-    stats = torch.cat(parts, 1)
-    mean, sem = stats.mean(0), stats.std(0) / math.sqrt(B)
-    random = sem > 1e-9
-    assert int(random.sum()) > 0
-    z = mean[random] / sem[random]
-    assert bool((z.abs() < z_max).all()), f"sampler and oracle disagree: max |z| = {float(z.abs().max()):.1f}"
-    assert bool((mean[~random].abs() < 1e-9).all()), "sampler and oracle disagree on a deterministic statistic"
-
+from task_checks import SEEDS, assert_calibrated, check_batch, entropy_bits, gen
 
 # ================================================================ associative recall
 
