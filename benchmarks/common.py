@@ -8,6 +8,7 @@ that checks the code paths, not the speed.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -112,6 +113,19 @@ def rss_bytes() -> int:
 def max_rss_bytes() -> int:
     """The high-water mark of this process's resident memory (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker_args(doc: str, repeats: int, worker: Callable[[dict], dict], argv=None) -> argparse.Namespace | None:
+    """The command line of a benchmark that measures in fresh processes (``run_worker``): ``--repeats``,
+    and the hidden ``--worker JSON`` side, which runs ``worker`` here, prints its JSON and returns None."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return None
+    return args
 
 
 def run_worker(module: str, payload: dict) -> dict:

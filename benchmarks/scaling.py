@@ -12,15 +12,13 @@ Writes benchmarks/results/scaling.json and scaling.png (log-log).
 """
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import replace
 
 import torch
 
 from benchmarks.common import (
     QUICK, device, loglog_slope, max_rss_bytes, median_seconds, plan, pyplot, rss_bytes, run_worker, save,
-    save_figure
+    save_figure, worker_args
 )
 from framework.models import build_model
 from framework.tasks import BijectionConfig, build_task
@@ -56,12 +54,8 @@ def worker(payload: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2 if QUICK else 5)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    args = worker_args(__doc__, 2 if QUICK else 5, worker, argv)
+    if args is None:  # this process was a worker
         return
     keys = KEYS[:3] if QUICK else KEYS
     results = {}

@@ -22,7 +22,6 @@ Writes benchmarks/results/throughput.json and throughput.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -31,7 +30,7 @@ import torch
 
 from benchmarks.common import (
     QUICK, device, interleaved_medians, matmul_peak_flops, max_rss_bytes, plan, pyplot, rss_bytes,
-    run_worker, save, save_figure
+    run_worker, save, save_figure, worker_args
 )
 from framework.training.loop import make_optimizer, maybe_compile, train_step
 
@@ -168,12 +167,8 @@ def optimisations(repeats: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3 if QUICK else 9)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    args = worker_args(__doc__, 3 if QUICK else 9, worker, argv)
+    if args is None:  # this process was a worker
         return
     peak = matmul_peak_flops()
     print(f"float32 matmul peak: {peak['flops'] / 1e9:.1f} GFLOP/s", flush=True)
