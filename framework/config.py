@@ -66,7 +66,12 @@ def config_hash(cfg: Any) -> str:
             for key in cfg if key not in RESULT_NEUTRAL}
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in RESULT_NEUTRAL_TRAIN}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest(data)
+
+
+def digest(data: Any, length: int = 12) -> str:
+    """A short, stable hash of JSON-able settings (key order does not matter)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def register_schemas() -> None:

@@ -7,7 +7,6 @@ atomically, when every job has finished.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from framework.config import RESULT_NEUTRAL_TRAIN, Job, config_hash, derive_seed, resolve_plan
+from framework.config import RESULT_NEUTRAL_TRAIN, Job, config_hash, derive_seed, digest, resolve_plan
 from framework.errors import ConfigError
 from framework.io import write_json, write_text
 from framework.metrics.evaluate import EvalSet, evaluate
@@ -82,11 +81,12 @@ def _score_variant(job: Job, model: torch.nn.Module, variant: Task, seed: int, n
 
 def settings_hash(job: Job, probe_options: dict | None) -> str:
     """What decides a job's result.json: a finished job is reused on resume only if this matches."""
+    # threads too: resuming a job on fewer threads (a busy machine) continues the same training
     train = {k: v for k, v in asdict(job.train).items() if k not in RESULT_NEUTRAL_TRAIN | {"threads"}}
     settings = {"task": asdict(job.task_config), "model": asdict(job.model_config), "train": train,
                 "evaluate_at": {name: asdict(v.config) for name, v in job.variants.items()}, "matrix": job.matrix,
                 "probes": {name: (probe_options or {}).get(name) for name in job.probes}}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(settings, 16)
 
 
 def check_resumable(jobs: list[Job], run_dir: Path, probe_options: dict | None) -> None:
