@@ -100,16 +100,14 @@ def _check_matches(cfg: DictConfig, kind: str, recorded: dict, path: Path) -> No
 def check_checkpoint(cfg: DictConfig) -> None:
     """Before any folder or compute: the checkpoint loads, fits its model, and suits every probe."""
     from framework.probes import PROBES, ProbeError
-    from framework.probes.base import check_applies, merge_options
+    from framework.probes.base import check_applies
 
     model, _, state, path = load_trained(cfg.checkpoint)
     _check_matches(cfg, "task", state["meta"]["task"], path)
     _check_matches(cfg, "model", state["meta"]["model"], path)
-    options = OmegaConf.to_container(cfg.probe_options, resolve=True)
     found = len(snapshots_in(path.parent))
-    for name in cfg.probes:
+    for name in cfg.probes:  # (their options were checked with the rest of the config)
         check_applies(PROBES[name], model)
-        merge_options(PROBES[name], options.get(name))
         if found < PROBES[name].needs_snapshots:
             raise ProbeError(f"probe '{name}' compares weight snapshots and needs at least "
                              f"{PROBES[name].needs_snapshots}; {path.parent / SNAPSHOTS} has {found}. Train with "
@@ -126,9 +124,7 @@ def probe_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     from framework.probes import run_probe
 
     started = time.perf_counter()
-    model, task, state, path = load_trained(cfg.checkpoint)
-    _check_matches(cfg, "task", state["meta"]["task"], path)
-    _check_matches(cfg, "model", state["meta"]["model"], path)
+    model, task, state, path = load_trained(cfg.checkpoint)  # resolve_plan has checked it: check_checkpoint
     device = pick_device(cfg.train.device)
     model.to(device)
     options = OmegaConf.to_container(cfg.probe_options, resolve=True)
