@@ -50,9 +50,7 @@ def matrix_view(model: torch.nn.Module, task: Task, device: torch.device | str =
         prompts.append(tokens[keep, : pos + 1])
         rows.append(p)
     kl = torch.cat(kls)
-    worst = int(kl.argmax())
-    owner = torch.cat([torch.full((len(k),), j) for j, k in enumerate(kls)])
-    start = sum(len(k) for k in kls[: owner[worst]])
+    at = max(range(len(kls)), key=lambda j: kls[j].max())  # the scored position of the worst row
     distinct_rows = torch.unique(torch.cat(rows).round(decimals=12), dim=0).shape[0]
     return {
         "n_sequences": tokens.shape[0],
@@ -62,7 +60,7 @@ def matrix_view(model: torch.nn.Module, task: Task, device: torch.device | str =
         "kl_bits_mean": kl.mean().item(),
         "kl_bits_max": kl.max().item(),
         "entropy_mae_bits_mean": torch.cat(abs_errs).mean().item(),
-        "worst_prompt": prompts[owner[worst]][worst - start].tolist(),
+        "worst_prompt": prompts[at][kls[at].argmax()].tolist(),
         "kl_bits_max_by_position": [k.max().item() for k in kls],
         "kl_bits_mean_by_position": [k.mean().item() for k in kls],
     }
