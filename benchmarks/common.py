@@ -143,16 +143,18 @@ def plan(experiment: str, overrides: list[str] | None = None):
     """The validated jobs of ``windtunnel experiment=<experiment> [overrides]``, as the CLI builds them."""
     from hydra import compose, initialize_config_dir
 
-    from framework.config import CONFIG_DIR, register_schemas, resolve_plan
+    from framework.config import CONFIG_DIR
+    from framework.experiment import plan as resolve
+    from framework.runners import register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}", *(overrides or [])])
-    quiet = logging.getLogger("framework.config")  # removing models leaves train_by keys that match nothing
+    quiet = logging.getLogger("framework.runners.windtunnel.plan")  # removing models leaves train_by keys that match nothing
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return resolve_plan(cfg)
+        return resolve(cfg).jobs
     finally:
         quiet.setLevel(level)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import QUICK, device, plan, pyplot, save, save_figure
-from framework.config import derive_seed
+from framework.seeds import derive_seed
 from framework.metrics import EvalSet, evaluate
 from framework.training import train
 
@@ -41,14 +41,14 @@ JUST_TRANSFORMER = ["~models.mamba", "~models.lstm", "~models.mlp", "~models.mlp
 def run_once(job, seed: int, **train_overrides) -> dict:
     """Train one job to its target (or its step or time budget) and score it on fresh test sequences."""
     dev = device()
-    cfg = replace(job.train, progress=False, device=dev.type, **train_overrides)
+    cfg = replace(job.train, **train_overrides)
     torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
     model = job.build_model().to(dev)
     val = EvalSet.generate(job.task, cfg.val_sequences, derive_seed(seed, job.task_key, "val"), cfg.eval_batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         out = train(model, job.task, cfg, Path(tmp), seed=derive_seed(seed, job.task_key, "data"), val_set=val,
-                    meta={"job": job.name}, desc=job.name)
+                    meta={"job": job.name}, desc=job.name, progress=False)
         wall = time.perf_counter() - started
     test = EvalSet.generate(job.task, 2048, derive_seed(seed, job.task_key, "test"), cfg.eval_batch_size)
     scores = evaluate(model, test, dev)

@@ -2,8 +2,9 @@
 
 Tasks (``framework.tasks``) sample sequences with an exact posterior at every scored position;
 models (``framework.models``) map tokens to causal logits; ``framework.training`` trains one on the
-other; ``framework.metrics`` scores the result in bits; ``framework.experiment.run`` ties them
-together behind the ``windtunnel`` command.
+other; ``framework.metrics`` scores the result in bits. Each kind of experiment is a runner
+(``framework.runners``), and ``framework.experiment.run`` drives any of them behind the
+``windtunnel`` command.
 """
 
 __version__ = "0.1.0"

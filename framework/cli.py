@@ -1,8 +1,9 @@
 """The ``windtunnel`` command: ``windtunnel experiment=<name> [hydra overrides]``.
 
-A thin Hydra shell around :func:`framework.experiment.run`. Before Hydra creates a run folder, every
-job's overrides (each point of a ``-m`` sweep too) are composed and validated; a bad one exits with
-status 2 and one line naming the field and what is allowed, and leaves nothing behind.
+A thin Hydra shell around :func:`framework.experiment.run`, for every runner. Before Hydra creates a
+run folder, every job's overrides (each point of a ``-m`` sweep too) are composed and planned by
+their runner; a bad one exits with status 2 and one line naming the field and what is allowed, and
+leaves nothing behind. Any :class:`framework.errors.FrameworkError` during the run exits the same way.
 """
 from __future__ import annotations
 
@@ -26,17 +27,22 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from framework.config import CONFIG_DIR, register_schemas, resolve_plan
-from framework.errors import ConfigError
-from framework.io import CheckpointError
-from framework.probes import ProbeError
-from framework.training.loop import NonFiniteLoss
+from framework.config import CONFIG_DIR
+from framework.errors import ConfigError, FrameworkError
+from framework.experiment import plan
+from framework.runners import get_runner, register_schemas
 
 register_schemas()
 
 # Hydra's own flags: with any of these the command is not a run, and Hydra handles it.
 _HYDRA_FLAGS_NOT_RUNS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--shell-completion",
                          "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p")
+
+
+# Keys that are not where a user may look for them: what the message adds.
+HINTS = {**{f"train.{name}": f"it is a run-wide setting now: runtime.{name}"
+            for name in ("device", "threads", "deterministic", "progress")},
+         "checkpoint": "a saved job is probed by the probe runner: experiment=probe/<name> checkpoint=<job folder>"}
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -65,6 +71,8 @@ def _describe(err: Exception) -> ConfigError:
         fields = getattr(parent, "__dataclass_fields__", None)
         if fields:
             message += f"; fields: {', '.join(fields)}"
+        if cause.full_key in HINTS:
+            message += f"; {HINTS[cause.full_key]}"
     return ConfigError(cause.full_key, message)
 
 
@@ -76,7 +84,14 @@ def check_overrides(overrides: list[str]) -> None:
                 cfg = compose("config", overrides=job)
         except Exception as err:  # Hydra raises several unrelated types for bad overrides
             raise _describe(err) from None
-        resolve_plan(cfg)
+        plan(cfg)
+
+
+def _fail(err: FrameworkError) -> None:
+    """The one place a user-facing error leaves the program: one line, exit status 2."""
+    kind = "invalid setting: " if isinstance(err, ConfigError) else ""
+    print(f"windtunnel: {kind}{err}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
@@ -91,21 +106,17 @@ def _app(cfg: DictConfig) -> None:
         n_jobs = hydra_cfg.launcher.get("n_jobs") if "Joblib" in str(hydra_cfg.launcher.get("_target_")) else None
         if n_jobs is not None and n_jobs < 1:  # joblib's -1: one job per core
             n_jobs = os.cpu_count() or 1
-        if n_jobs and cfg.train.threads == 0:
+        if n_jobs and cfg.runtime.threads == 0:
             # Parallel local jobs share the cores: without this each would start one thread per core.
-            cfg.train.threads = max(1, (os.cpu_count() or 1) // n_jobs)
+            cfg.runtime.threads = max(1, (os.cpu_count() or 1) // n_jobs)
     try:
         metrics = run(cfg, run_dir)
-    except (ConfigError, CheckpointError, NonFiniteLoss, ProbeError) as err:
-        print(f"windtunnel: {err}", file=sys.stderr)
-        sys.exit(2)
+    except FrameworkError as err:
+        _fail(err)
     print(f"wrote {run_dir / 'metrics.json'}")
-    for r in metrics["runs"]:
-        if "kl_bits" not in r:  # probe mode
-            print(f"  {r['task']} {r['model']} (step {r['step']}): probes {', '.join(r['probes'])}")
-            continue
-        print(f"  {r['task_key']:>12} {r['model_key']:>12}  params={r['params']:>9,}  "
-              f"entropy_mae_bits={r['entropy_mae_bits']:.4g}  kl_bits={r['kl_bits']:.4g}")
+    runner = get_runner(metrics["runner"])
+    for entry in metrics["runs"]:
+        print(f"  {runner.summary(entry)}")
 
 
 def main() -> None:
@@ -114,12 +125,8 @@ def main() -> None:
         overrides = [a for a in args if a not in ("-m", "--multirun")]
         try:
             check_overrides(overrides)
-        except ConfigError as err:
-            print(f"windtunnel: invalid setting: {err}", file=sys.stderr)
-            sys.exit(2)
-        except (CheckpointError, ProbeError) as err:
-            print(f"windtunnel: {err}", file=sys.stderr)
-            sys.exit(2)
+        except FrameworkError as err:
+            _fail(err)
     _app()
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from framework.errors import CheckpointError
 
 
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
@@ -38,16 +41,26 @@ def save_torch(path: Path, obj: Any) -> None:
     _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is corrupt, unsafe, or not ours: refused, never half-loaded."""
+def _looks_like_torch(path: Path) -> bool:
+    """torch.save writes a zip archive; files from before torch 1.6 are a pickle (protocol 2+: 0x80)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
 
 
 def load_torch(path: Path) -> Any:
     """Load a checkpoint holding only tensors and plain containers.
 
     ``weights_only=True`` unpickles through torch's allow-list, so a crafted file cannot run code;
-    anything it refuses, and any truncated or corrupt file, becomes one CheckpointError.
+    anything it refuses, and any truncated or corrupt file, becomes one CheckpointError. A file that
+    is neither of torch's formats (a zip archive, or a pickle) is named as such, not by what torch's
+    parser tripped over on it.
     """
+    path = Path(path)
+    if path.is_file() and not _looks_like_torch(path):
+        raise CheckpointError(f"refusing checkpoint {path}: not a torch checkpoint (neither a torch.save zip "
+                              "archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...: all mean "do not use this file"

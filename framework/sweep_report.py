@@ -1,9 +1,11 @@
-"""``windtunnel-report <sweep_dir>``: aggregate every job of a sweep into one table and plot.
+"""``windtunnel-report <sweep_dir>``: aggregate every job of a sweep, of any runner, into tables and a plot.
 
 A job is a folder holding Hydra's ``.hydra/config.yaml``; it is finished when its ``metrics.json``
-exists. Runs are grouped by everything in their config except the seed, and each group reports
-mean ± standard error over seeds with the seed count. Jobs that have not finished are listed, not
-hidden, so a half-done sweep is visible as such.
+exists. Its runner (``metrics.json``'s ``runner``) says which keys of a run entry are metrics, with
+their direction, and which name an entry (``labels``). Entries are grouped by runner, labels and
+everything in their config except the seed and the result-neutral settings, and each group reports
+mean ± standard error over seeds with the seed count; the best group per metric is marked. Jobs
+that have not finished are listed, not hidden, so a half-done sweep is visible as such.
 """
 from __future__ import annotations
 
@@ -16,26 +18,22 @@ from pathlib import Path
 
 import yaml
 
-from framework.config import RESULT_NEUTRAL, RESULT_NEUTRAL_TRAIN
+from framework.config import RESULT_NEUTRAL
 from framework.io import write_json, write_text
+from framework.runners import RUNNERS, register_schemas
 
-METRICS = ("kl_bits", "entropy_mae_bits", "accuracy")
+ARROW = {"lower": "↓", "higher": "↑"}
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in Path(sweep_dir).rglob(".hydra/config.yaml"))
 
 
-def _group_key(config: dict, run: dict) -> str:
-    """What distinguishes a group: every setting but the seed and the result-neutral ones."""
-    settings = {k: v for k, v in config.items() if k not in RESULT_NEUTRAL | {"seed"}}
-    for key in RESULT_NEUTRAL_TRAIN:
-        settings.get("train", {}).pop(key, None)
-    return json.dumps({"settings": settings, "task": run["task_key"], "model": run["model_key"]}, sort_keys=True)
-
-
 def _mean_se(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
     n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
     mean = sum(values) / n
     if n < 2:
         return mean, float("nan")
@@ -43,28 +41,27 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def _flat(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _differing(configs: list[dict]) -> list[str]:
     """Dotted settings whose value differs between groups: the columns worth showing."""
-    flat = []
-    for config in configs:
-        items = {}
-
-        def walk(node, prefix=""):
-            for key, value in node.items():
-                if isinstance(value, dict):
-                    walk(value, f"{prefix}{key}.")
-                else:
-                    items[f"{prefix}{key}"] = value
-
-        walk(config)
-        flat.append(items)
+    flat = [_flat(c) for c in configs]
     keys = sorted({k for f in flat for k in f})
     return [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
 
 
 def aggregate(sweep_dir: Path) -> dict:
+    register_schemas()  # loads plugin runners, so their sweeps aggregate too
     jobs = find_jobs(sweep_dir)
-    groups: dict[str, dict] = defaultdict(lambda: {"seeds": [], **{m: [] for m in METRICS}})
+    groups: dict[str, dict] = defaultdict(lambda: {"seeds": [], "values": defaultdict(list)})
     finished, missing = [], []
     for job in jobs:
         metrics_path = job / "metrics.json"
@@ -72,66 +69,90 @@ def aggregate(sweep_dir: Path) -> dict:
             missing.append(str(job.relative_to(sweep_dir)))
             continue
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        metrics = json.loads(metrics_path.read_text())
         finished.append(str(job.relative_to(sweep_dir)))
-        for run in json.loads(metrics_path.read_text())["runs"]:
-            group = groups[_group_key(config, run)]
+        name = metrics.get("runner", "windtunnel")  # sweeps from before runners were all wind tunnels
+        runner = RUNNERS.get(name)
+        declared, labels = (runner.metrics, runner.labels) if runner else ({}, ())
+        settings = {k: v for k, v in config.items() if k not in RESULT_NEUTRAL | {"seed"}}
+        for run in metrics["runs"]:
+            # lists, not mappings, where the order is the runner's (labels, metrics): sort_keys keeps it
+            key = json.dumps({"runner": name, "labels": [[k, run.get(k)] for k in labels], "settings": settings,
+                              "metrics": list(declared.items())}, sort_keys=True)
+            group = groups[key]
             group["seeds"].append(config.get("seed"))
-            for metric in METRICS:
-                group[metric].append(run.get(metric, float("nan")))  # runs from before a metric existed
+            for metric in declared:
+                group["values"][metric].append(run.get(metric, float("nan")))  # runs from before a metric existed
     rows = []
     for key, group in groups.items():
         meta = json.loads(key)
-        row = {"task": meta["task"], "model": meta["model"], "settings": meta["settings"], "n_seeds": len(group["seeds"])}
-        for metric in METRICS:
-            row[metric], row[f"{metric}_stderr"] = _mean_se(group[metric])
+        labels, declared = dict(meta["labels"]), dict(meta["metrics"])
+        row = {"runner": meta["runner"], **labels, "labels": list(labels), "settings": meta["settings"],
+               "n_seeds": len(group["seeds"]), "metrics": declared}
+        for metric in declared:
+            row[metric], row[f"{metric}_stderr"] = _mean_se(group["values"][metric])
         rows.append(row)
-    rows.sort(key=lambda r: (r["task"], r["model"], json.dumps(r["settings"], sort_keys=True)))
+    rows.sort(key=lambda r: (r["runner"], [str(r[k]) for k in r["labels"]], json.dumps(r["settings"], sort_keys=True)))
     return {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "finished": finished, "missing": missing, "groups": rows}
 
 
+def _best(rows: list[dict], metric: str, direction: str) -> float | None:
+    values = [r[metric] for r in rows if not math.isnan(r[metric])]
+    if not values:
+        return None
+    return min(values) if direction == "lower" else max(values)
+
+
 def render(summary: dict) -> str:
-    rows = summary["groups"]
-    columns = _differing([r["settings"] for r in rows]) if len(rows) > 1 else []
-    head = ["task", "model", *columns, "seeds", "KL (bits)", "entropy MAE (bits)", "accuracy"]
     lines = [f"# Sweep report: {summary['sweep_dir']}", "",
-             f"{len(summary['finished'])} of {summary['jobs']} jobs finished; values are mean ± standard error over seeds.",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    def lookup(settings, dotted):
-        node = settings
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
-
-    for r in rows:
-        cells = [r["task"], r["model"], *(str(lookup(r["settings"], c)) for c in columns), str(r["n_seeds"]),
-                 f"{r['kl_bits']:.4g} ± {r['kl_bits_stderr']:.2g}",
-                 f"{r['entropy_mae_bits']:.4g} ± {r['entropy_mae_bits_stderr']:.2g}",
-                 f"{r['accuracy']:.4g} ± {r['accuracy_stderr']:.2g}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Jobs not finished", ""]
+             f"{len(summary['finished'])} of {summary['jobs']} jobs finished; values are mean ± standard error over "
+             "seeds; ↓ lower is better, ↑ higher is better; **bold** is the best group.", ""]
+    by_runner = defaultdict(list)
+    for row in summary["groups"]:
+        by_runner[row["runner"]].append(row)
+    for name, rows in by_runner.items():
+        labels, declared = rows[0]["labels"], rows[0]["metrics"]
+        columns = _differing([r["settings"] for r in rows]) if len(rows) > 1 else []
+        head = [*labels, *columns, "seeds", *(f"{m} {ARROW[d]}" for m, d in declared.items())]
+        best = {m: _best(rows, m, d) for m, d in declared.items()}
+        lines += [f"## Runner: {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            settings = _flat(r["settings"])
+            cells = [*(str(r[k]) for k in labels), *(str(settings.get(c)) for c in columns), str(r["n_seeds"])]
+            for metric in declared:
+                cell = f"{r[metric]:.4g} ± {r[metric + '_stderr']:.2g}"
+                cells.append(f"**{cell}**" if r[metric] == best[metric] and len(rows) > 1 else cell)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Jobs not finished", ""]
     lines += [f"- {m}" for m in summary["missing"]] or ["none"]
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path) -> None:
+def plot(summary: dict, sweep_dir: Path) -> None:
+    """summary_<metric>.png: the first declared metric of each group, mean ± s.e. over seeds (log scale
+    when all are positive)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = summary["groups"]
+    rows = [r for r in summary["groups"] if r["metrics"]]
     if not rows:
         return
-    labels = [f"{r['task']}/{r['model']}#{i}" for i, r in enumerate(rows)]
+    metric = next(iter(rows[0]["metrics"]))
+    rows = [r for r in rows if metric in r["metrics"]]
+    labels = ["/".join(str(r[k]) for k in r["labels"]) + f"#{i}" for i, r in enumerate(rows)]
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows) + 2), 4))
-    errors = [0 if math.isnan(r["kl_bits_stderr"]) else r["kl_bits_stderr"] for r in rows]
-    ax.bar(range(len(rows)), [r["kl_bits"] for r in rows], yerr=errors, capsize=3)
-    ax.set_yscale("log")
+    errors = [0 if math.isnan(r[f"{metric}_stderr"]) else r[f"{metric}_stderr"] for r in rows]
+    values = [r[metric] for r in rows]
+    ax.bar(range(len(rows)), values, yerr=errors, capsize=3)
+    if all(v > 0 for v in values):
+        ax.set_yscale("log")
     ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("KL(Bayes || model), bits (mean ± s.e. over seeds)")
+    ax.set_ylabel(f"{metric} ({rows[0]['metrics'][metric]} is better; mean ± s.e. over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(Path(sweep_dir) / f"summary_{metric}.png", dpi=120)
     plt.close(fig)
 
 
@@ -145,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = aggregate(args.sweep_dir)
     write_json(args.sweep_dir / "summary.json", summary)
     write_text(args.sweep_dir / "summary.md", render(summary))
-    plot(summary, args.sweep_dir / "summary_kl.png")
+    plot(summary, args.sweep_dir)
     print(render(summary))
     return 0
 

@@ -6,7 +6,8 @@ import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-from framework.config import CONFIG_DIR, register_schemas
+from framework.config import CONFIG_DIR
+from framework.runners import register_schemas
 
 register_schemas()
 # One thread: the suite's models are tiny, and on a busy 2-core machine a second thread mostly

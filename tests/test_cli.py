@@ -16,7 +16,7 @@ RUN_KEYS = {"task", "model", "params", "steps", "timing", "entropy_mae_bits", "k
 
 
 def test_smoke_experiment_writes_metrics_report_and_plots(compose, tmp_path):
-    metrics = run(compose(["experiment=smoke", "train.progress=false"]), tmp_path)
+    metrics = run(compose(["experiment=smoke", "runtime.progress=false"]), tmp_path)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["experiment"] == "smoke" and len(on_disk["runs"]) == 8
     assert on_disk["runs"] == json.loads(json.dumps(metrics["runs"]))
@@ -38,7 +38,7 @@ def test_smoke_experiment_writes_metrics_report_and_plots(compose, tmp_path):
 
 
 def test_resume_skips_finished_jobs(compose, tmp_path):
-    overrides = ["experiment=smoke", "train.progress=false", "~models.mamba", "~models.lstm", "~models.mlp",
+    overrides = ["experiment=smoke", "runtime.progress=false", "~models.mamba", "~models.lstm", "~models.mlp",
                  "~tasks.hmm"]
     first = run(compose(overrides), tmp_path)
     again = run(compose(overrides + ["resume=true"]), tmp_path)
@@ -62,15 +62,15 @@ def test_cli_rejects_an_impossible_setting_in_one_line_without_leaving_a_run(tmp
 
 @pytest.mark.slow
 def test_cli_runs_the_smoke_experiment(tmp_path):
-    proc = _cli(["experiment=smoke", "train.progress=false"], tmp_path)
+    proc = _cli(["experiment=smoke", "runtime.progress=false"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["experiment"] == "smoke"
 
 
 def test_a_failed_run_leaves_no_metrics_and_resume_finishes_it(compose, tmp_path, monkeypatch):
-    import framework.experiment as experiment
+    import framework.runners.windtunnel.jobs as experiment
 
-    overrides = ["experiment=smoke", "train.progress=false", "~models.mamba", "~models.mlp", "~tasks.hmm"]
+    overrides = ["experiment=smoke", "runtime.progress=false", "~models.mamba", "~models.mlp", "~tasks.hmm"]
     real_train = experiment.train
     calls = []
 

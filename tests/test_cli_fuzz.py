@@ -23,11 +23,17 @@ BAD = [
     ("train.grad_clip=0", "train.grad_clip", "> 0"),
     ("train.target=logits", "train.target", "posterior"),
     ("train.eval_sequences=10", "train.eval_sequences", "2048"),
-    ("train.device=tpu", "train.device", "cuda"),
+    ("runtime.device=tpu", "runtime.device", "cuda"),
     ("train.eval_every=0", "train.eval_every", ">= 1"),
     ("train.checkpoint_every=0", "train.checkpoint_every", ">= 1"),
-    ("train.threads=-1", "train.threads", ">= 0"),
-    ("train.progress=maybe", "train.progress", "bool"),
+    ("runtime.threads=-1", "runtime.threads", ">= 0"),
+    ("train.threads=1", "train.threads", "runtime.threads"),  # run-wide now: runtime.threads
+    ("runtime.progress=maybe", "runtime.progress", "bool"),
+    ("+tasks.bijection.bogus=1", "tasks.bijection.bogus", "not a field"),
+    ("+tasks.bijection.replacment=true", "tasks.bijection.replacment", "not a field"),
+    ("+train.bogus=1", "train.bogus", "not a field"),
+    ("+runtime.bogus=1", "runtime.bogus", "not a field"),
+    ("checkpoint=/etc/passwd", "checkpoint", "experiment=probe/<name>"),  # not a wind-tunnel setting
     ("train.lrr=1", "train.lrr", "fields"),
     ("+trian.lr=1", "trian", "settings"),
     ("seed=abc", "seed", "Integer"),
@@ -69,7 +75,7 @@ def _cases():
             cases.append(([f"experiment={experiment}", override], field, word))
     # combinations: a bad override among valid ones, and inside a sweep
     rng = random.Random(0)
-    valid = ["train.steps=5", "seed=3", "train.lr=2e-3", "train.progress=false", "resume=true"]
+    valid = ["train.steps=5", "seed=3", "train.lr=2e-3", "runtime.progress=false", "resume=true"]
     for override, field, word in rng.sample([b for b in BAD if b[1]], 10):
         cases.append((["experiment=smoke", *rng.sample(valid, 2), override], field, word))
     cases.append((["experiment=smoke", "train.lr=1e-3,0"], "train.lr", "> 0"))
@@ -103,3 +109,16 @@ def test_bad_override_is_rejected_cleanly(args, field, word, tmp_path, monkeypat
     assert f"invalid setting: {field}:" in lines[0], lines[0]
     assert word in lines[0], lines[0]
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("path,what", [("/etc/passwd", "not a torch checkpoint"), ("/bin/sh", "not a torch checkpoint")])
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(path, what, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["windtunnel", "experiment=probe/value_manifold", f"checkpoint={path}",
+                                      f"hydra.run.dir={run_dir}"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and what in lines[0] and path in lines[0], lines
+    assert "IndexError" not in lines[0] and not run_dir.exists()

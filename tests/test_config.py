@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from framework.config import resolve_plan
+from framework.experiment import plan
 from framework.errors import ConfigError
 
 BAD = [
@@ -16,7 +16,7 @@ BAD = [
     (["experiment=smoke", "train.lr=-1e-3"], "train.lr"),
     (["experiment=smoke", "train.target=logits"], "train.target"),
     (["experiment=smoke", "train.eval_sequences=100"], "train.eval_sequences"),
-    (["experiment=smoke", "train.device=tpu"], "train.device"),
+    (["experiment=smoke", "runtime.device=tpu"], "runtime.device"),
     (["experiment=smoke", "models.transformer.n_heads=3"], "models.transformer.n_heads"),
     (["experiment=smoke", "models.lstm.d_model=0"], "models.lstm.d_model"),
     (["experiment=smoke", "models.mlp.name=perceptron"], "models.mlp.name"),
@@ -33,7 +33,7 @@ BAD = [
 @pytest.mark.parametrize("overrides,field", BAD)
 def test_bad_setting_names_its_field(compose, overrides, field):
     with pytest.raises(ConfigError) as info:
-        resolve_plan(compose(overrides))
+        plan(compose(overrides))
     assert info.value.field == field
     assert "\n" not in str(info.value)
 
@@ -48,7 +48,7 @@ def test_typos_and_wrong_types_fail_at_compose_time(compose, override):
 def test_smoke_plan_is_capacity_matched(compose):
     from framework.models import count_params
 
-    jobs = resolve_plan(compose(["experiment=smoke"]))
+    jobs = plan(compose(["experiment=smoke"])).jobs
     assert [(j.task_key, j.model_key) for j in jobs] == [
         (t, m) for t in ("bijection", "hmm") for m in ("transformer", "mamba", "lstm", "mlp")]
     for task_key in ("bijection", "hmm"):
@@ -58,8 +58,8 @@ def test_smoke_plan_is_capacity_matched(compose):
 
 
 def test_train_by_applies_task_then_model_then_job_deltas(compose):
-    jobs = resolve_plan(compose(["experiment=smoke", "+train_by.hmm={steps: 7, lr: 0.5}", "+train_by.mlp={steps: 9}",
-                                 "+train_by.hmm_mlp={steps: 11}"]))
+    jobs = plan(compose(["experiment=smoke", "+train_by.hmm={steps: 7, lr: 0.5}", "+train_by.mlp={steps: 9}",
+                         "+train_by.hmm_mlp={steps: 11}"])).jobs
     steps = {j.name: j.train.steps for j in jobs}
     assert steps == {"bijection_transformer": 20, "bijection_mamba": 20, "bijection_lstm": 20, "bijection_mlp": 9,
                      "hmm_transformer": 7, "hmm_mamba": 7, "hmm_lstm": 7, "hmm_mlp": 11}
@@ -68,10 +68,10 @@ def test_train_by_applies_task_then_model_then_job_deltas(compose):
 
 @pytest.mark.parametrize("experiment", ["default", "smoke", "demo", "paper/bijection_v20", "paper/hmm"])
 def test_every_experiment_resolves(compose, experiment):
-    assert resolve_plan(compose([f"experiment={experiment}"]))
+    assert plan(compose([f"experiment={experiment}"])).jobs
 
 
 def test_train_by_for_a_removed_model_is_ignored_with_a_warning(compose, caplog):
-    jobs = resolve_plan(compose(["experiment=demo", "~models.mlp_token", "~tasks.hmm"]))
+    jobs = plan(compose(["experiment=demo", "~models.mlp_token", "~tasks.hmm"])).jobs
     assert {j.model_key for j in jobs} == {"transformer", "mamba", "lstm", "mlp"}
     assert any("train_by.mlp_token matches no" in r.getMessage() for r in caplog.records)

@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from framework.config import resolve_plan
 from framework.errors import ConfigError
-from framework.experiment import run
+from framework.experiment import plan, run
 from framework.io import CheckpointError, save_torch
 from framework.probes import ProbeError
-from framework.taxonomy import TaxonomyConfig, classify
+from framework.runners.windtunnel.taxonomy import TaxonomyConfig, classify
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["experiment=smoke", "train.progress=false", "train.steps=10", "train.eval_every=10", "~models.mamba"]
+TINY = ["experiment=smoke", "runtime.progress=false", "train.steps=10", "train.eval_every=10", "~models.mamba"]
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +46,18 @@ def trained(tmp_path_factory):
     (["probes=[dynamics]", "train.snapshot_every=50"], "train.snapshot_every"),  # 10 steps: one snapshot
     (["probes=[key_orthogonality]", "+probe_options.key_orthogonality.layr=7"], "probe_options.key_orthogonality"),
     (["experiment=probe/value_manifold"], "checkpoint"),
-    (["checkpoint=/nonexistent/run", "probes=[value_manifold]"], "checkpoint"),
+    (["experiment=probe/value_manifold", "checkpoint=/nonexistent/run"], "checkpoint"),
     (["taxonomy={max_kl_bits: 0}"], "taxonomy.max_kl_bits"),
 ])
 def test_bad_extras_name_their_field(compose, overrides, field):
     base = [] if overrides[0].startswith("experiment=") else TINY
     with pytest.raises(ConfigError) as info:
-        resolve_plan(compose([*base, *overrides]))
+        plan(compose([*base, *overrides]))
     assert info.value.field == field, info.value
 
 
 def test_extras_for_a_removed_task_are_ignored_with_a_warning(compose, caplog):
-    jobs = resolve_plan(compose([*TINY, "~tasks.hmm", "+evaluate_at.hmm={K9: {K: 9}}", "matrix=[hmm]"]))
+    jobs = plan(compose([*TINY, "~tasks.hmm", "+evaluate_at.hmm={K9: {K: 9}}", "matrix=[hmm]"])).jobs
     assert jobs and not any(job.variants or job.matrix for job in jobs)
     assert "name task 'hmm'" in caplog.text
 
@@ -123,23 +122,23 @@ def test_probe_mode_reads_the_checkpoint_and_its_snapshots(compose, trained, tmp
 def test_probe_mode_refuses_what_does_not_fit(compose, trained, tmp_path):
     lstm = trained / "bijection_lstm"
     with pytest.raises(ProbeError, match="an LSTM has no attention"):
-        resolve_plan(compose(["experiment=probe/qk_alignment", f"checkpoint={lstm}"]))
+        plan(compose(["experiment=probe/qk_alignment", f"checkpoint={lstm}"]))
     named = ["experiment=probe/value_manifold", f"checkpoint={lstm}", "+model@models.m=transformer"]
     with pytest.raises(CheckpointError, match="refusing to probe"):
-        resolve_plan(compose(named))
+        plan(compose(named))
     named = ["experiment=probe/value_manifold", f"checkpoint={lstm}", "+task@tasks.t=hmm"]
     with pytest.raises(CheckpointError, match="holds a task"):
-        resolve_plan(compose(named))
+        plan(compose(named))
     foreign = tmp_path / "foreign.pt"
     save_torch(foreign, {"weights": torch.zeros(3)})
     with pytest.raises(CheckpointError, match="not a checkpoint of a wind-tunnel job"):
-        resolve_plan(compose(["experiment=probe/value_manifold", f"checkpoint={foreign}"]))
+        plan(compose(["experiment=probe/value_manifold", f"checkpoint={foreign}"]))
     state = torch.load(lstm / "checkpoint.pt", weights_only=True)
     state["meta"]["model"]["d_model"] += 8  # the record says one size, the weights are another
     mismatched = tmp_path / "mismatched.pt"
     save_torch(mismatched, state)
     with pytest.raises(CheckpointError, match="do not fit"):
-        resolve_plan(compose(["experiment=probe/value_manifold", f"checkpoint={mismatched}"]))
+        plan(compose(["experiment=probe/value_manifold", f"checkpoint={mismatched}"]))
 
 
 def test_probe_command_refuses_in_one_line_and_leaves_no_run(trained, tmp_path):
@@ -171,7 +170,7 @@ def test_taxonomy_verdicts_follow_the_scores():
 
 
 def test_report_writes_the_taxonomy_table(tmp_path):
-    from framework.report import taxonomy_rows
+    from framework.runners.windtunnel.report import taxonomy_rows
 
     settings = TaxonomyConfig(primitives={"accumulation": ["bij"], "binding": ["rec"]}, by_accuracy=["rec"])
     runs = [_run("t", "bij", 0.01), _run("t", "rec", 3.0, 0.97), _run("m", "bij", 1.2), _run("m", "rec", 3.0, 0.02)]

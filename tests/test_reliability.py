@@ -22,7 +22,7 @@ from framework.metrics import EvalSet
 from framework.models import TransformerConfig, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["experiment=smoke", "train.progress=false", "~tasks.hmm", "~models.mamba", "~models.mlp"]
+SMALL = ["experiment=smoke", "runtime.progress=false", "~tasks.hmm", "~models.mamba", "~models.mlp"]
 
 
 def without_timing(metrics: dict) -> str:
@@ -46,7 +46,7 @@ def _windtunnel(args, run_dir):
 
 
 def test_kill_9_at_three_random_points_then_resume_gives_identical_metrics(tmp_path):
-    args = SMALL + ["train.steps=400", "train.checkpoint_every=7", "train.eval_every=50", "train.threads=1",
+    args = SMALL + ["train.steps=400", "train.checkpoint_every=7", "train.eval_every=50", "runtime.threads=1",
                     "train.batch_size=16"]
     reference = _windtunnel(args, tmp_path / "reference")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
@@ -100,7 +100,7 @@ def _tiny_training(tmp_path, **kwargs):
     torch.manual_seed(0)
     model = build_model(TransformerConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32), task.vocab_size,
                         task.n_classes, task.seq_len)
-    cfg = TrainConfig(steps=10, batch_size=8, eval_every=10, val_sequences=8, checkpoint_every=5, progress=False)
+    cfg = TrainConfig(steps=10, batch_size=8, eval_every=10, val_sequences=8, checkpoint_every=5)
     return train(model, task, cfg, tmp_path, seed=0, val_set=EvalSet.generate(task, 8, seed=1),
                  meta={"task": "t", "model": "m", "params": 0}, **kwargs)
 

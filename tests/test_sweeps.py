@@ -14,7 +14,7 @@ import pytest
 from framework.sweep_report import aggregate, main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = ["experiment=smoke", "train.progress=false", "~tasks.hmm", "~models.mamba", "~models.mlp", "train.steps=10"]
+BASE = ["experiment=smoke", "runtime.progress=false", "~tasks.hmm", "~models.mamba", "~models.mlp", "train.steps=10"]
 
 
 def _sweep(args, sweep_dir, **popen):
@@ -50,16 +50,16 @@ def test_sweep_reruns_only_what_is_missing_and_reports_every_job(tmp_path):
     assert report_main([str(sweep_dir)]) == 0
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["missing"] == [] and len(summary["finished"]) == 2
-    assert {(g["task"], g["model"], g["n_seeds"]) for g in summary["groups"]} == {
+    assert {(g["task_key"], g["model_key"], g["n_seeds"]) for g in summary["groups"]} == {
         ("bijection", "transformer", 2), ("bijection", "lstm", 2)}
-    assert (sweep_dir / "summary.md").exists() and (sweep_dir / "summary_kl.png").exists()
+    assert (sweep_dir / "summary.md").exists() and (sweep_dir / "summary_kl_bits.png").exists()
 
 
 @pytest.mark.slow
 def test_submitit_local_sweep_of_eight_jobs_survives_a_kill(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20", "seed=0,1,2,3", "train.lr=1e-3,2e-3",
-            "train.threads=1", "train.steps=40"]
+            "runtime.threads=1", "train.steps=40"]
     proc = _sweep(args, sweep_dir, start_new_session=True)
     deadline = time.time() + 600
     while len(_finished(sweep_dir)) < 2 and time.time() < deadline and proc.poll() is None:

@@ -16,7 +16,7 @@ from framework.training.loop import NonFiniteLoss
 
 TASK = build_task(BijectionConfig(V=5, L=5))
 CFG = TrainConfig(steps=40, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=20, val_sequences=64,
-                  checkpoint_every=10, progress=False)
+                  checkpoint_every=10)
 META = {"task": "bijection-5", "model": "tiny", "params": 0}
 
 

@@ -6,6 +6,7 @@ position t depends on tokens 0..t only. Models are built by name through ``frame
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -16,8 +17,14 @@ class ModelConfig:
     """Fields every model config carries. Subclasses add sizes and validate in ``__post_init__``."""
 
     name: str = "?"
-    # Resize this architecture to the transformer's parameter count (within 2%) before building.
+    # Resize this architecture to the reference model's parameter count (within 2%) before building
+    # (the reference is the run's `match_to` model; framework.models.capacity).
     match_params: bool = False
+
+    # Capacity matching searches this integer field (the count must grow with it); None: not resizable.
+    size_field: ClassVar[str | None] = None
+    # A second field moved only when no value of size_field is within tolerance (None: never).
+    width_field: ClassVar[str | None] = None
 
 
 def count_params(model: nn.Module) -> int:
@@ -25,9 +32,24 @@ def count_params(model: nn.Module) -> int:
 
 
 class SequenceModel(nn.Module):
-    """Base class: subclasses set ``self.config`` and implement ``forward``."""
+    """Base class: subclasses set ``self.config`` and implement ``forward``.
+
+    The class attributes are how reports and error messages name the architecture.
+    """
 
     config: ModelConfig
+    article: ClassVar[str] = ""  # "an LSTM": how a refusal names it (default: "a <name> model")
+    color: ClassVar[str | None] = None  # its colour in plots (None: the next colour of the cycle)
+    # Why at_length cannot extend it, when it cannot ("reads a fixed-width prefix ...").
+    fixed_length: ClassVar[str] = "cannot read sequences longer than it was built for"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, n_classes)
         raise NotImplementedError
+
+    def at_length(self, T: int) -> "SequenceModel | None":
+        """This model, able to read ``T`` tokens: itself, an extended copy, or None where it cannot be.
+
+        The default suits recurrences, which run at any length. Architectures with a position table
+        override it; rows a copy adds are drawn from the global RNG, so the caller seeds it.
+        """
+        return self

@@ -1,18 +1,17 @@
 """Capacity matching: resize an architecture to a target parameter count.
 
 The paper compares architectures at equal capacity (MLPs "parameter count matched to the
-transformer within 1%"). We search one integer size field per architecture (the count grows
-monotonically with it) and keep the value whose built model is closest to the target:
-
-    mamba, lstm: d_model        mlp: hidden        transformer: unchanged (it sets the target)
+transformer within 1%"). Each config class names one integer ``size_field`` (the count grows
+monotonically with it; mamba and lstm: d_model, mlp: hidden), and we keep the value whose built
+model is closest to the target. An architecture without one (the transformer) is left as it is.
 
 Counts come from building the model on the ``meta`` device: exact by construction (no formula to
 drift from the model code) and fast, since meta tensors allocate no memory and init is a no-op.
 
 The MLP's count is dominated by its prefix read (max_len * d_model * hidden weights), so one step
 of ``hidden`` can exceed the tolerance when max_len is large (about 4.6% per step at max_len 153,
-d_model 32, against a 117k target). Only then do we also move ``d_model``, to the nearest width
-(closest to the configured one) that has a ``hidden`` within tolerance.
+d_model 32, against a 117k target). Only then do we also move its ``width_field`` (``d_model``), to
+the nearest width (closest to the configured one) that has a ``hidden`` within tolerance.
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ import torch
 from framework.errors import ConfigError
 from framework.models.base import ModelConfig, count_params
 
-SIZE_FIELD = {"mamba": "d_model", "lstm": "d_model", "mlp": "hidden"}
 _MAX_SIZE = 1 << 16
 
 
@@ -67,10 +65,9 @@ def match_params(
 
     Raises ConfigError("match_params", ...) when no size is close enough.
     """
-    if config.name == "transformer":
+    field = config.size_field
+    if field is None:  # not resizable (the transformer): it sets targets, it does not meet them
         return config
-    if config.name not in SIZE_FIELD:
-        raise ConfigError("match_params", f"no size field to match for model {config.name!r}")
     if target_params < 1:
         raise ConfigError("match_params", f"target parameter count must be >= 1, got {target_params}")
 
@@ -85,16 +82,15 @@ def match_params(
     def within(n: int) -> bool:
         return abs(n - target_params) <= tolerance * target_params
 
-    field = SIZE_FIELD[config.name]
     size, n = _closest_size(config, field, target_params, counts)
     if within(n):
         return dataclasses.replace(config, **{field: size})
     closest = f"{field}={size} gives {n}"
 
-    if config.name == "mlp":  # widths nearest the configured d_model first, the smaller on a tie
-        d0 = config.d_model
+    if config.width_field:  # widths nearest the configured one first, the smaller on a tie
+        d0 = getattr(config, config.width_field)
         for d in sorted(range(1, 4 * d0 + 1), key=lambda d: (abs(d - d0), d)):
-            candidate = dataclasses.replace(config, d_model=d)
+            candidate = dataclasses.replace(config, **{config.width_field: d})
             d_size, d_n = _closest_size(candidate, field, target_params, counts)
             if within(d_n):
                 return dataclasses.replace(candidate, **{field: d_size})

@@ -23,6 +23,7 @@ from framework.models.base import ModelConfig, SequenceModel
 @dataclass
 class LSTMConfig(ModelConfig):
     name: str = "lstm"
+    size_field = "d_model"
     d_model: int = 64  # embedding width and hidden size of every layer
     n_layers: int = 2
 
@@ -34,6 +35,9 @@ class LSTMConfig(ModelConfig):
 
 
 class LSTM(SequenceModel):
+    article = "an LSTM"
+    color = "tab:green"
+
     def __init__(self, config: LSTMConfig, vocab_size: int, n_classes: int, max_len: int):
         super().__init__()
         self.config = config

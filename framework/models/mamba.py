@@ -35,6 +35,7 @@ from framework.models.selective_scan import selective_scan
 @dataclass
 class MambaConfig(ModelConfig):
     name: str = "mamba"
+    size_field = "d_model"
     d_model: int = 64
     n_layers: int = 2
     d_state: int = 16  # N, the SSM state size per channel (the paper's default)
@@ -134,6 +135,9 @@ class MambaBlock(nn.Module):
 
 
 class Mamba(SequenceModel):
+    article = "a Mamba model"
+    color = "tab:orange"
+
     def __init__(self, config: MambaConfig, vocab_size: int, n_classes: int, max_len: int):
         super().__init__()
         self.config = config

@@ -44,6 +44,8 @@ CONTEXTS = ("prefix", "token")
 @dataclass
 class MLPConfig(ModelConfig):
     name: str = "mlp"
+    size_field = "hidden"
+    width_field = "d_model"  # moved only when no hidden is within tolerance (capacity.py)
     d_model: int = 32  # token embedding width; the flattened prefix is max_len * d_model wide
     hidden: int = 256  # width of every hidden layer; capacity matching resizes this
     n_layers: int = 4  # residual blocks after the prefix read
@@ -72,6 +74,13 @@ class ResidualBlock(nn.Module):
 
 
 class MLP(SequenceModel):
+    article = "an MLP"
+    color = "tab:red"
+    fixed_length = "reads a fixed-width prefix (one weight block per position) and has no weights for longer sequences"
+
+    def at_length(self, T: int) -> "MLP | None":
+        return self if T <= self.max_len else None
+
     def __init__(self, config: MLPConfig, vocab_size: int, n_classes: int, max_len: int):
         super().__init__()
         self.config = config

@@ -131,6 +131,9 @@ class Block(nn.Module):
 
 
 class Transformer(SequenceModel):
+    article = "a transformer"
+    color = "tab:blue"
+
     def __init__(self, config: TransformerConfig, vocab_size: int, n_classes: int, max_len: int):
         super().__init__()
         self.config = config
@@ -154,6 +157,21 @@ class Transformer(SequenceModel):
         for block in self.blocks:
             for proj in (block.attn.out_proj, block.mlp.out_proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    def at_length(self, T: int) -> "Transformer":
+        """A copy with a longer position table when ``T`` exceeds it. Learned rows past the built length
+        were never trained: they are drawn fresh (from the global RNG); sinusoidal and absent encodings
+        are defined at every length."""
+        if T <= self.max_len:
+            return self
+        longer = Transformer(self.config, self.tok_emb.num_embeddings, self.head.out_features, T)
+        state = self.state_dict()
+        if "pos_emb.weight" in state:
+            rows = longer.pos_emb.weight.detach().clone()
+            rows[: self.max_len] = state["pos_emb.weight"]
+            state = {**state, "pos_emb.weight": rows}
+        longer.load_state_dict(state)
+        return longer.to(self.head.weight.device)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

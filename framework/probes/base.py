@@ -19,15 +19,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from framework.errors import ProbeError
+from framework.models import article
 from framework.tasks.base import Batch, Task
-
-# How the error message names each architecture.
-ARTICLE = {"transformer": "a transformer", "mamba": "a Mamba model", "lstm": "an LSTM", "mlp": "an MLP"}
-
-
-class ProbeError(ValueError):
-    """A probe that cannot run on this model, task or input; raised before any compute."""
-
 
 @dataclass
 class ProbeContext:
@@ -72,7 +66,7 @@ def architecture(model: nn.Module) -> str:
 def check_applies(probe: Probe, model: nn.Module) -> None:
     arch = architecture(model)
     if arch not in probe.requires:
-        who = ARTICLE.get(arch, f"a {arch!r} model")
+        who = article(arch)
         raise ProbeError(f"probe '{probe.name}' reads {probe.reads}; {who} has no {probe.part}. "
                          f"It applies to: {', '.join(probe.requires)}")
 
@@ -153,12 +147,12 @@ def resolve_site(model: nn.Module, site: str) -> tuple[nn.Module, str]:
                          "q:<layer>, k:<layer>, v:<layer> or z:<layer> (layer may be -1 for the last)")
     attr, in_attention = places[name]
     if not hasattr(model, "blocks"):
-        raise ProbeError(f"site {site!r}: {ARTICLE.get(architecture(model), 'this model')} has no residual blocks; "
+        raise ProbeError(f"site {site!r}: {article(architecture(model))} has no residual blocks; "
                          "use site=features")
     block = model.blocks[layer_index(model, i, "site")]
     holder = block.attn if in_attention and hasattr(block, "attn") else block
     if not hasattr(holder, attr):
-        raise ProbeError(f"site {site!r}: {ARTICLE.get(architecture(model), 'this model')} has no {attr} hook point")
+        raise ProbeError(f"site {site!r}: {article(architecture(model))} has no {attr} hook point")
     return getattr(holder, attr), "bhtd" if in_attention else "btd"
 
 

@@ -1,5 +1,5 @@
-"""The training loop, its settings and schedule."""
+"""The training loop, its settings, schedule and checkpoints."""
 from framework.training.config import TrainConfig
-from framework.training.loop import TrainResult, pick_device, train
+from framework.training.loop import TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "pick_device", "train"]
+__all__ = ["TrainConfig", "TrainResult", "train"]

@@ -1,4 +1,4 @@
-"""Training settings, a Hydra structured-config schema validated before any compute."""
+"""Training settings of one job, a Hydra structured-config schema validated before any compute."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from framework.errors import require
 
 TARGETS = ("posterior", "label")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -38,13 +37,8 @@ class TrainConfig:
     # Save the model's weights to snapshots/step_<N>.pt every this many steps (0: never). The
     # training-dynamics probe reads them (attention stability against calibration over training).
     snapshot_every: int = 0
-    device: str = "auto"  # auto = cuda when present
     compile: bool = False  # torch.compile the model (eager fallback if compilation fails)
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    # CUDA: ask torch for deterministic kernels (torch.use_deterministic_algorithms, warn_only) and
-    # set CUBLAS_WORKSPACE_CONFIG. CPU runs are deterministic without it.
-    deterministic: bool = False
-    progress: bool = True  # tqdm bar
+    # (device, threads, determinism and the progress bar are run-wide: framework.runtime.RuntimeConfig)
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -65,5 +59,3 @@ class TrainConfig:
         require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         require(self.snapshot_every >= 0, "snapshot_every", f"must be >= 0, got {self.snapshot_every}")
-        require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}; got '{self.device}'")
-        require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")

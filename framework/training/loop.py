@@ -1,8 +1,8 @@
 """The training loop: fresh batches every step, AdamW, warmup + cosine, clipping, periodic validation.
 
-One explicit loop, top to bottom. Everything that decides the next step (model, optimizer, step,
-the data generator and the global RNG) is in the checkpoint, so a resumed run on CPU continues
-exactly where the interrupted one stopped. The learning rate is a pure function of the step, so
+One explicit loop, top to bottom. Everything that decides the next step is in the checkpoint
+(``framework.training.checkpoint``), so a resumed run on CPU continues exactly where the interrupted
+one stopped. The learning rate is a pure function of the step, so
 the schedule needs no state of its own.
 """
 from __future__ import annotations
@@ -17,21 +17,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from framework.io import CheckpointError, load_torch, save_torch
+from framework.errors import NonFiniteLoss
+from framework.io import save_torch
 from framework.metrics.bits import soft_cross_entropy
 from framework.metrics.evaluate import EvalSet, autocast_for, evaluate
 from framework.tasks.base import Batch, Task
+from framework.training.checkpoint import CHECKPOINT, SNAPSHOTS, Progress, restore, rewind_log, save_checkpoint
 from framework.training.config import TrainConfig
 from framework.training.schedule import warmup_cosine
 
-CHECKPOINT = "checkpoint.pt"
-SNAPSHOTS = "snapshots"  # snapshots/step_<N>.pt: {"meta", "model", "step"}, weights only
-CHECKPOINT_KEYS = {"meta", "model", "optimizer", "generator", "torch_rng", "step", "train_seconds", "history"}
 LOG_EVERY = 50
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
 
 
 @dataclass
@@ -41,14 +36,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # validation passes: step, kl_bits, entropy_mae_bits
     val_seconds: float = 0.0  # wall time of the validation passes of this call (not in train_seconds)
     reached_target: bool = False  # a validation pass reached cfg.target_kl_bits (when it is set)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
-    return torch.device(name)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
@@ -93,14 +80,6 @@ def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
         return model
 
 
-def _rewind_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from, so the log has no duplicates."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def train(
     model: torch.nn.Module,
     task: Task,
@@ -112,11 +91,12 @@ def train(
     meta: dict,
     resume: bool = False,
     desc: str = "train",
+    progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``task`` for ``cfg.steps`` steps, checkpointing into ``out_dir``.
 
     ``meta`` (task, model, params) is stored in the checkpoint, and a checkpoint whose meta differs
-    is refused on resume rather than silently loaded into the wrong model.
+    is refused on resume rather than silently loaded into the wrong model. ``progress``: a tqdm bar.
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import; only needed when training
 
@@ -127,42 +107,26 @@ def train(
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator(device).manual_seed(seed)
-    step, train_seconds, history, val_seconds = 0, 0.0, [], 0.0
-
     ckpt_path = out_dir / CHECKPOINT
-    if not (resume and ckpt_path.exists()):
+    if resume and ckpt_path.exists():
+        done = restore(ckpt_path, meta, model, optimizer, generator)
+        rewind_log(out_dir / "log.jsonl", done.step)
+    else:
+        done = Progress()
         # A fresh start: snapshots left by an earlier run in this folder are not of this run.
         shutil.rmtree(out_dir / SNAPSHOTS, ignore_errors=True)
-    if resume and ckpt_path.exists():
-        state = load_torch(ckpt_path)
-        if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS:
-            raise CheckpointError(f"refusing checkpoint {ckpt_path}: not a training checkpoint of this framework")
-        if state["meta"] != meta:
-            raise CheckpointError(f"checkpoint {ckpt_path} is for {state['meta']}, not {meta}; refusing to resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step, train_seconds, history = state["step"], state["train_seconds"], state["history"]
-        _rewind_log(out_dir / "log.jsonl", step)
-
-    def save_checkpoint() -> None:
-        save_torch(ckpt_path, {
-            "meta": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "step": step, "train_seconds": train_seconds, "history": history,
-        })
+    history, val_seconds = done.history, 0.0
 
     forward_model = maybe_compile(model, cfg.compile)
-    writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
+    writer = SummaryWriter(str(out_dir / "tb"), purge_step=done.step if done.step else None)
     log = (out_dir / "log.jsonl").open("a")
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=done.step, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
 
     def check_finite() -> None:  # called before any checkpoint, so a saved checkpoint is always good
         if nonfinite.item():
             raise NonFiniteLoss(
-                f"{desc}: the loss became non-finite by step {step}; the last good checkpoint is kept "
+                f"{desc}: the loss became non-finite by step {done.step}; the last good checkpoint is kept "
                 f"at {ckpt_path}. Lower train.lr or raise train.warmup_steps.")
 
     def on_target() -> bool:
@@ -170,14 +134,15 @@ def train(
 
     model.train()
     try:
-        while step < cfg.steps and not on_target():  # a resumed run that had reached its target stays stopped
+        while done.step < cfg.steps and not on_target():  # a resumed run that had reached its target stays stopped
             started = time.perf_counter()
-            lr = cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+            lr = cfg.lr * warmup_cosine(done.step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = train_step(model, forward_model, optimizer, task.sample(cfg.batch_size, generator), cfg)
             nonfinite |= ~torch.isfinite(loss.detach())  # on-device flag: no host sync per step
-            step += 1
+            done.step += 1
+            step = done.step
             bar.update(1)
 
             record = None
@@ -189,15 +154,15 @@ def train(
                 record = {"step": step, "loss": loss_value, "lr": lr}
                 writer.add_scalar("train/loss", loss_value, step)
                 writer.add_scalar("train/lr", lr, step)
-            train_seconds += time.perf_counter() - started
+            done.train_seconds += time.perf_counter() - started
 
-            out_of_time = 0 < cfg.time_limit_s <= train_seconds
+            out_of_time = 0 < cfg.time_limit_s <= done.train_seconds
             if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
                 val_started = time.perf_counter()
                 scores = evaluate(model, val_set, device)
                 val_seconds += time.perf_counter() - val_started
-                point = {"step": step, "kl_bits": scores["kl_bits"], "entropy_mae_bits": scores["entropy_mae_bits"]}
-                history.append(point)
+                history.append({"step": step, "kl_bits": scores["kl_bits"],
+                                "entropy_mae_bits": scores["entropy_mae_bits"]})
                 writer.add_scalar("val/kl_bits", scores["kl_bits"], step)
                 writer.add_scalar("val/entropy_mae_bits", scores["entropy_mae_bits"], step)
                 record = {**(record or {"step": step}), "val_kl_bits": scores["kl_bits"],
@@ -210,7 +175,7 @@ def train(
             if stopping:
                 check_finite()
             if checkpoint_due or stopping:
-                save_checkpoint()
+                save_checkpoint(ckpt_path, meta, model, optimizer, generator, done)
             if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps or stopping):
                 save_torch(out_dir / SNAPSHOTS / f"step_{step:07d}.pt",
                            {"meta": meta, "model": model.state_dict(), "step": step})
@@ -220,5 +185,5 @@ def train(
         bar.close()
         log.close()
         writer.close()
-    return TrainResult(steps=step, train_seconds=train_seconds, history=history, val_seconds=val_seconds,
+    return TrainResult(steps=done.step, train_seconds=done.train_seconds, history=history, val_seconds=val_seconds,
                        reached_target=on_target())

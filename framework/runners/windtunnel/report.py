@@ -14,9 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from framework.io import write_text  # noqa: E402
-
-COLORS = {"transformer": "tab:blue", "mamba": "tab:orange", "lstm": "tab:green", "mlp": "tab:red",
-          "mlp_token": "tab:purple"}
+from framework.models import color  # noqa: E402
+from framework.probes.running import scalars  # noqa: E402
 
 
 def by_task(metrics: dict) -> dict[str, list[dict]]:
@@ -24,6 +23,25 @@ def by_task(metrics: dict) -> dict[str, list[dict]]:
     for run in metrics["runs"]:
         groups[run["task_key"]].append(run)
     return dict(groups)
+
+
+SPARE_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+
+
+def model_colors(runs: list[dict]) -> dict[str, str]:
+    """model key -> colour: an architecture's own (from the model registry) for its first model, spare
+    colours for further models of the same architecture and for architectures without one."""
+    own = {run["model"]: color(run["model"]) for run in runs}
+    spare = [c for c in SPARE_COLORS if c not in own.values()]
+    shades, taken = {}, set()
+    for run in runs:
+        mine = own[run["model"]]
+        if mine and run["model"] not in taken:
+            shades[run["model_key"]] = mine
+        else:
+            shades[run["model_key"]] = spare[len(shades) % len(spare)] if spare else "black"
+        taken.add(run["model"])
+    return shades
 
 
 def save(fig, path: Path, axes) -> None:
@@ -42,12 +60,12 @@ def plot_calibration(task_key: str, runs: list[dict], path: Path) -> None:
     fig, (ax_h, ax_kl) = plt.subplots(1, 2, figsize=(11, 4.2))
     positions = range(1, len(runs[0]["per_position"]["h_bayes"]) + 1)
     ax_h.plot(positions, runs[0]["per_position"]["h_bayes"], "k--", lw=2.5, label="Bayes (exact)")
+    shades = model_colors(runs)
     for run in runs:
-        color = COLORS.get(run["model_key"], COLORS.get(run["model"]))
         label = f"{run['model_key']} ({run['params'] / 1e3:.0f}k)"
-        ax_h.plot(positions, run["per_position"]["h_model"], "o-", ms=3, color=color, label=label)
+        ax_h.plot(positions, run["per_position"]["h_model"], "o-", ms=3, color=shades[run["model_key"]], label=label)
         ax_kl.semilogy(positions, [max(v, 1e-6) for v in run["per_position"]["kl_bits"]], "o-", ms=3,
-                       color=color, label=run["model_key"])
+                       color=shades[run["model_key"]], label=run["model_key"])
     ax_h.set(xlabel="scored position", ylabel="predictive entropy (bits)", title=f"{task_key}: entropy vs Bayes")
     ax_kl.set(xlabel="scored position", ylabel="KL(Bayes || model) (bits)", title=f"{task_key}: KL per position")
     save(fig, path, (ax_h, ax_kl))
@@ -129,21 +147,8 @@ def matrix_rows(groups: dict[str, list[dict]]) -> list[str]:
             "|---|---|---:|---:|---:|---:|---:|", *rows, ""]
 
 
-def _scalars(result: dict, prefix: str = "") -> list[str]:
-    """The scalar numbers of a probe result, flattened: lists and plots stay in metrics.json."""
-    out = []
-    for key, value in result.items():
-        if isinstance(value, dict):
-            out += _scalars(value, f"{prefix}{key}.")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out.append(f"{prefix}{key}={value:.4g}")
-        elif isinstance(value, str) and key == "skipped":
-            out.append(f"skipped ({value})")
-    return out
-
-
 def probe_rows(groups: dict[str, list[dict]]) -> list[str]:
-    rows = [f"- {task_key} / {r['model_key']} / **{name}**: {', '.join(_scalars(result)[:12])}"
+    rows = [f"- {task_key} / {r['model_key']} / **{name}**: {', '.join(scalars(result)[:12])}"
             for task_key, runs in groups.items() for r in runs for name, result in r.get("probes", {}).items()]
     return ["## Probes", "", *rows, ""] if rows else []
 

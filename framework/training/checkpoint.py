@@ -1,0 +1,98 @@
+"""Training checkpoints: what a resumed run needs to continue exactly, and loading a trained job.
+
+A training checkpoint holds everything that decides the next step (model, optimizer, step, the data
+generator and the global RNG), so a resumed run on CPU continues exactly where the interrupted one
+stopped. ``meta`` (task, model, params) is stored too, and a checkpoint whose meta differs from the
+run's is refused rather than loaded into the wrong model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from framework.errors import CheckpointError, ConfigError
+from framework.io import load_torch, save_torch
+from framework.models import MODELS, build_model
+from framework.registry import config_from
+from framework.tasks import TASKS, Task, build_task
+
+CHECKPOINT = "checkpoint.pt"
+SNAPSHOTS = "snapshots"  # snapshots/step_<N>.pt: {"meta", "model", "step"}, weights only
+CHECKPOINT_KEYS = {"meta", "model", "optimizer", "generator", "torch_rng", "step", "train_seconds", "history"}
+
+
+@dataclass
+class Progress:
+    """Where a training run stands: restored from a checkpoint, or a fresh start."""
+
+    step: int = 0
+    train_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)  # validation passes: step, kl_bits, entropy_mae_bits
+
+
+def save_checkpoint(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, progress: Progress) -> None:
+    save_torch(path, {"meta": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                      "step": progress.step, "train_seconds": progress.train_seconds, "history": progress.history})
+
+
+def restore(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> Progress:
+    """Load a training checkpoint into ``model``, ``optimizer``, ``generator`` and the global RNG."""
+    state = load_torch(path)
+    if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS:
+        raise CheckpointError(f"refusing checkpoint {path}: not a training checkpoint of this framework")
+    if state["meta"] != meta:
+        raise CheckpointError(f"checkpoint {path} is for {state['meta']}, not {meta}; refusing to resume")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return Progress(state["step"], state["train_seconds"], state["history"])
+
+
+def rewind_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so the log has no duplicates."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def snapshots_in(job_dir: Path) -> list[Path]:
+    """A job's weight snapshots, oldest first (the training loop clears them when a job starts afresh)."""
+    return sorted((Path(job_dir) / SNAPSHOTS).glob("step_*.pt"))
+
+
+def load_trained(path: str | Path) -> tuple[torch.nn.Module, Task, dict, Path]:
+    """(model with its trained weights, task, checkpoint record, checkpoint file) from a job's checkpoint.
+
+    The task and the model are rebuilt from the checkpoint's own record of them; a file that is not a
+    wind-tunnel checkpoint, or whose weights do not fit the model it names, is refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise ConfigError("checkpoint", f"no checkpoint at {path} (give a job folder or its checkpoint.pt)")
+    state = load_torch(path)
+    meta = state.get("meta") if isinstance(state, dict) else None
+    if not isinstance(meta, dict) or not {"task", "model"} <= set(meta) or "model" not in state:
+        raise CheckpointError(f"refusing checkpoint {path}: not a checkpoint of a wind-tunnel job")
+    try:
+        task = build_task(config_from(TASKS, meta["task"], "task"))
+        model_config = config_from(MODELS, meta["model"], "model")
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"refusing checkpoint {path}: its task or model record is invalid ({err})") from None
+    model = build_model(model_config, task.vocab_size, task.n_classes, task.seq_len)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        reason = str(err).splitlines()[0]
+        raise CheckpointError(f"refusing checkpoint {path}: its weights do not fit a {model_config.name} "
+                              f"({reason})") from None
+    return model, task, state, path
