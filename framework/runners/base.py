@@ -109,11 +109,14 @@ def load_plugins() -> None:
 
 def store_schema(runner: Runner) -> None:
     """``runner=<name>``: the runner's file in configs/runner/ where it has one (it adds config groups,
-    such as /train), else its schema alone."""
+    such as /train), else its schema alone; and its default experiment (``experiment/<name>``), empty
+    where configs/experiment/ has none."""
     cs = ConfigStore.instance()
     cs.store(group="runner", name=f"{runner.name}_schema", node=runner.config, package="_global_")
     if not (CONFIG_DIR / "runner" / f"{runner.name}.yaml").exists():
         cs.store(group="runner", name=runner.name, node=runner.config, package="_global_")
+    if not (CONFIG_DIR / "experiment" / f"{runner.name}.yaml").exists():
+        cs.store(group="experiment", name=runner.name, node={}, package="_global_")
 
 
 def mark_stored() -> None:
