@@ -8,12 +8,14 @@ from framework.registry import config_from
 from framework.tasks.base import Batch, Task, TaskConfig
 from framework.tasks.bijection import BijectionConfig, BijectionTask
 from framework.tasks.hmm import HMMConfig, HMMTask
+from framework.tasks.program import ProgramConfig, ProgramTask
 from framework.tasks.recall import RecallConfig, RecallTask
 from framework.tasks.taskid import TaskIDConfig, TaskIDTask
 
 TASKS: dict[str, tuple[type[TaskConfig], type[Task]]] = {
     "bijection": (BijectionConfig, BijectionTask),
     "hmm": (HMMConfig, HMMTask),
+    "program": (ProgramConfig, ProgramTask),
     "recall": (RecallConfig, RecallTask),
     "taskid": (TaskIDConfig, TaskIDTask),
 }
@@ -32,6 +34,8 @@ __all__ = [
     "BijectionTask",
     "HMMConfig",
     "HMMTask",
+    "ProgramConfig",
+    "ProgramTask",
     "RecallConfig",
     "RecallTask",
     "Task",
