@@ -47,8 +47,9 @@ class Runner:
         """The composed config as this runner's typed schema; a key it lacks is refused by path."""
         return to_config(self.config, cfg)
 
-    def plan(self, cfg: Any) -> Any:
-        """Validate and size everything for ``cfg``; raise a FrameworkError before any compute."""
+    def plan(self, settings: RunConfig) -> Any:
+        """Validate and size everything for ``settings`` (from :meth:`settings`); raise a
+        FrameworkError before any compute or folder. The plan is whatever :meth:`run` needs."""
         raise NotImplementedError
 
     def check_resume(self, plan: Any, run_dir) -> None:
@@ -77,6 +78,8 @@ def register_runner(cls: type[Runner]) -> type[Runner]:
     for name, direction in cls.metrics.items():
         if direction not in DIRECTIONS:
             raise ValueError(f"runner {cls.name!r}: metric {name!r} has direction {direction!r}; use lower or higher")
+    if cls.config.__dataclass_fields__["runner"].default != cls.name:  # what the driver dispatches on
+        raise ValueError(f"runner {cls.name!r}: its config's `runner` field must default to {cls.name!r}")
     RUNNERS[cls.name] = cls()
     if _stored:
         store_schema(RUNNERS[cls.name])
