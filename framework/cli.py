@@ -30,19 +30,11 @@ from omegaconf.errors import OmegaConfBaseException
 from framework.config import CONFIG_DIR
 from framework.errors import ConfigError, FrameworkError
 from framework.experiment import plan
-from framework.runners import get_runner, register_schemas
-
-register_schemas()
+from framework.runners import RUNNERS, get_runner, register_schemas
 
 # Hydra's own flags: with any of these the command is not a run, and Hydra handles it.
 _HYDRA_FLAGS_NOT_RUNS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--shell-completion",
                          "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p")
-
-
-# Keys that are not where a user may look for them: what the message adds.
-HINTS = {**{f"train.{name}": f"it is a run-wide setting now: runtime.{name}"
-            for name in ("device", "threads", "deterministic", "progress")},
-         "checkpoint": "a saved job is probed by the probe runner: experiment=probe/<name> checkpoint=<job folder>"}
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -71,8 +63,9 @@ def _describe(err: Exception) -> ConfigError:
         fields = getattr(parent, "__dataclass_fields__", None)
         if fields:
             message += f"; fields: {', '.join(fields)}"
-        if cause.full_key in HINTS:
-            message += f"; {HINTS[cause.full_key]}"
+        hints = {key: hint for runner in RUNNERS.values() for key, hint in runner.hints.items()}
+        if cause.full_key in hints:
+            message += f"; {hints[cause.full_key]}"
     return ConfigError(cause.full_key, message)
 
 
@@ -121,6 +114,10 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    try:
+        register_schemas()  # imports plugins: a broken one is refused in one line
+    except FrameworkError as err:
+        _fail(err)
     if not any(a.split("=")[0] in _HYDRA_FLAGS_NOT_RUNS for a in args):
         overrides = [a for a in args if a not in ("-m", "--multirun")]
         try:

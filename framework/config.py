@@ -26,8 +26,9 @@ from framework.seeds import digest
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # Settings that never change a result: left out of the config hash that names a sweep job's folder
-# and out of the settings a finished job is compared on. The one definition of them.
-RESULT_NEUTRAL = frozenset({"hydra", "resume", "runtime"})
+# and out of the settings a finished job is compared on. The one definition of them. (runtime.device
+# and runtime.deterministic do change results: CUDA runs under bf16 autocast.)
+RESULT_NEUTRAL = frozenset({"hydra", "resume", "runtime.threads", "runtime.progress"})
 
 
 @dataclass
@@ -48,8 +49,16 @@ def container(node: Any) -> Any:
 
 
 def result_settings(cfg: Any) -> dict:
-    """The settings that decide a run's results: everything but :data:`RESULT_NEUTRAL`."""
-    return {key: container(cfg[key]) for key in cfg if key not in RESULT_NEUTRAL}
+    """The settings that decide a run's results: everything but :data:`RESULT_NEUTRAL` (dotted paths)."""
+    settings = {key: container(cfg[key]) for key in cfg if key not in RESULT_NEUTRAL}
+    for path in RESULT_NEUTRAL:
+        *parents, leaf = path.split(".")
+        node = settings
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if parents and isinstance(node, dict):
+            node.pop(leaf, None)
+    return settings
 
 
 def config_hash(cfg: Any) -> str:
@@ -94,8 +103,12 @@ def to_config(cls: type, values: Any, path: str = "") -> Any:
 
 def registered(registry: dict, node: Any, path: str, kind: str) -> Any:
     """A config node -> its registered dataclass (a task, a model), checked; errors carry ``path``."""
+    value = container(node)
+    if not isinstance(value, Mapping) and not dataclasses.is_dataclass(value):
+        raise ConfigError(path, f"must be a {kind} config (a mapping with its name, e.g. a /{kind} group option), "
+                                f"got {value!r}")
     try:
-        return config_from(registry, container(node), kind)
+        return config_from(registry, value, kind)
     except ConfigError as err:
         raise err.under(path) from None
     except OmegaConfBaseException as err:

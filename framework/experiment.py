@@ -17,9 +17,10 @@ from omegaconf import OmegaConf
 
 from framework.config import RunConfig, config_hash
 from framework.io import write_json, write_text
+from framework.seeds import digest
 from framework.runners import get_runner
 from framework.runners.base import Runner
-from framework.runtime import apply_runtime
+from framework.runtime import apply_runtime, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def prepare(cfg: Any) -> tuple[Runner, RunConfig, Any]:
     """The config's runner, its typed settings and its plan: every check, before any compute or folder."""
     runner = get_runner(cfg.get("runner", "windtunnel"))
     settings = runner.settings(cfg)
+    pick_device(settings.runtime.device)  # cuda asked for on a machine without it: refused here
     return runner, settings, runner.plan(settings)
 
 
@@ -40,7 +42,8 @@ def run(cfg: Any, run_dir: Path) -> dict:
     """Validate everything, then do the runner's work; returns (and writes) the metrics."""
     runner, settings, the_plan = prepare(cfg)  # raises before any compute
     run_dir = Path(run_dir)
-    this_run = config_hash(cfg)
+    inputs = runner.inputs(the_plan)
+    this_run = config_hash(cfg) if inputs is None else digest([config_hash(cfg), inputs])
     done = run_dir / "metrics.json"
     if settings.resume:
         runner.check_resume(the_plan, run_dir)

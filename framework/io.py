@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 from pathlib import Path
@@ -65,4 +66,8 @@ def load_torch(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...: all mean "do not use this file"
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"refusing checkpoint {path}: {type(err).__name__}: {reason}") from None
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in reason:
+            what = "it holds objects other than tensors and plain containers, refused unread"
+        else:
+            what = f"not a readable torch checkpoint ({type(err).__name__}: {reason})"
+        raise CheckpointError(f"refusing checkpoint {path}: {what}") from None

@@ -16,13 +16,16 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import logging
+
 import yaml
 
-from framework.config import RESULT_NEUTRAL
+from framework.config import result_settings
 from framework.io import write_json, write_text
 from framework.runners import RUNNERS, register_schemas
 
 ARROW = {"lower": "↓", "higher": "↑"}
+log = logging.getLogger(__name__)
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
@@ -73,8 +76,11 @@ def aggregate(sweep_dir: Path) -> dict:
         finished.append(str(job.relative_to(sweep_dir)))
         name = metrics.get("runner", "windtunnel")  # sweeps from before runners were all wind tunnels
         runner = RUNNERS.get(name)
+        if runner is None:
+            log.warning("%s: runner '%s' is not loaded, so its metrics are unknown; name its module in "
+                        "$WINDTUNNEL_PLUGINS", job, name)
         declared, labels = (runner.metrics, runner.labels) if runner else ({}, ())
-        settings = {k: v for k, v in config.items() if k not in RESULT_NEUTRAL | {"seed"}}
+        settings = {k: v for k, v in result_settings(config).items() if k != "seed"}
         for run in metrics["runs"]:
             # lists, not mappings, where the order is the runner's (labels, metrics): sort_keys keeps it
             key = json.dumps({"runner": name, "labels": [[k, run.get(k)] for k in labels], "settings": settings,

@@ -62,6 +62,11 @@ EXTRA_BAD = [  # only meaningful in experiments that have these entries
     ("++train_by.hmm=3", "train_by.hmm", "mapping"),
     ("+train_by.hmm={steps: 0}", "train_by.hmm.steps", ">= 1"),
     ("+train_by.mlp={stepz: 3}", "train_by.mlp.stepz", "not a train setting"),
+    ("tasks.bijection=null", "tasks.bijection", "must be a task config"),
+    ("models.mlp=5", "models.mlp", "must be a model config"),
+    ("+evaluate_at.hmm=5", "evaluate_at.hmm", "must map variant names"),
+    ("+probe_options.value_manifold=5", "probe_options.value_manifold", "must be a mapping"),
+    ("+probe_options.dynamics.bogus=1", "probe_options.dynamics", "has no option 'bogus'"),  # dynamics not run
 ]
 
 
@@ -122,3 +127,14 @@ def test_a_file_that_is_not_a_checkpoint_is_named_as_such(path, what, tmp_path, 
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and what in lines[0] and path in lines[0], lines
     assert "IndexError" not in lines[0] and not run_dir.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_before_any_folder(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["windtunnel", "experiment=smoke", "runtime.device=cuda", f"hydra.run.dir={run_dir}"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(lines) == 1 and "runtime.device" in lines[0], lines
+    assert not run_dir.exists()

@@ -64,7 +64,7 @@ def test_a_toy_runner_runs_through_the_command_a_sweep_and_the_report(tmp_path):
     proc = _windtunnel(["runner=coin", "flips=50", "bias=0.3", f"hydra.run.dir={out}"])
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["runner"] == "coin" and metrics["experiment"] == "default"
+    assert metrics["runner"] == "coin" and metrics["experiment"] == "coin"  # its default experiment
     assert metrics["runs"][0]["coin"] == "p=0.3" and 0 <= metrics["runs"][0]["heads"] <= 50
     assert (out / "config.yaml").exists()
 
@@ -155,7 +155,8 @@ def test_a_fifth_architecture_is_trained_scored_probed_and_reported(compose, tmp
     for r in bags:
         assert abs(r["params"] / transformers[r["task_key"]] - 1) <= 0.02  # capacity-matched by its size field
         assert r["model_config"]["width"] != 8 and r["kl_bits"] > 0 and r["n_sequences"] >= 2048
-        assert "has no attention" not in r["probes"]["value_manifold"].get("skipped", "")
+        manifold = r["probes"]["value_manifold"]  # through the hook point every architecture exposes
+        assert "skipped" not in manifold and manifold["site"] == "features" and 0 < manifold["pc1_variance"] <= 1
         assert "a bag of tokens has no attention" in r["probes"]["attention_entropy"]["skipped"]
     assert bags[1]["evaluate_at"]["K9"]["n_positions"] == 9  # the default at_length: reads any length
     report = (tmp_path / "report.md").read_text()
@@ -165,13 +166,49 @@ def test_a_fifth_architecture_is_trained_scored_probed_and_reported(compose, tmp
 
 def test_match_to_names_the_size_reference(compose):
     from framework.experiment import plan
+    from framework.models import count_params
 
     jobs = plan(compose(["experiment=smoke", "~tasks.hmm", "match_to=lstm", "models.lstm.match_params=false"])).jobs
-    counts = {j.model_key: j.model_config for j in jobs}
-    assert counts["lstm"].d_model == 32  # the reference keeps its size
-    try:
+    counts = {j.model_key: count_params(j.build_model()) for j in jobs}
+    for key in ("mamba", "mlp"):
+        assert abs(counts[key] / counts["lstm"] - 1) <= 0.02, counts  # matched to the LSTM ...
+        assert abs(counts[key] / counts["transformer"] - 1) > 0.02, counts  # ... not to the transformer
+    with pytest.raises(ConfigError) as info:
         plan(compose(["experiment=smoke", "match_to=gru"]))
-    except ConfigError as err:
-        assert err.field == "match_to" and "lstm" in err.message
-    else:
-        raise AssertionError("an unknown match_to was accepted")
+    assert info.value.field == "match_to" and "lstm" in info.value.message
+
+
+def test_the_config_hash_ignores_only_what_never_changes_a_result(compose):
+    from framework.config import config_hash
+
+    base = config_hash(compose(["experiment=smoke"]))
+    for neutral in ("runtime.threads=1", "runtime.progress=false", "resume=true", "hydra.run.dir=/elsewhere"):
+        assert config_hash(compose(["experiment=smoke", neutral])) == base, neutral
+    for deciding in ("runtime.device=cpu", "runtime.deterministic=true", "seed=1", "train.lr=2e-3"):
+        assert config_hash(compose(["experiment=smoke", deciding])) != base, deciding
+
+
+@pytest.mark.parametrize("plugins,what", [("/nonexistent/plugin.py", "no such file"),
+                                          ("no_such_module_xyz", "ModuleNotFoundError")])
+def test_a_plugin_that_cannot_be_imported_is_refused_in_one_line(plugins, what, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "framework.cli", "experiment=smoke", f"hydra.run.dir={tmp_path / 'r'}"],
+                          cwd=ROOT, env={**os.environ, "WINDTUNNEL_PLUGINS": plugins}, capture_output=True, text=True,
+                          timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "WINDTUNNEL_PLUGINS" in lines[0] and what in lines[0], lines
+
+
+def test_an_installed_package_registers_its_runner_through_an_entry_point(tmp_path):
+    """A package that declares a `windtunnel.runners` entry point is found without any setting."""
+    (tmp_path / "coinplugin.py").write_text(Path(__file__).read_text())
+    dist = tmp_path / "coinplugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: coinplugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[windtunnel.runners]\ncoin = coinplugin\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("WINDTUNNEL_PLUGINS", None)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "framework.cli", "runner=coin", "flips=10", f"hydra.run.dir={out}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "metrics.json").read_text())["runner"] == "coin"

@@ -55,6 +55,9 @@ class Probe:
     part: str  # what a refused model lacks: "attention"
     options: dict[str, Any] = field(default_factory=dict)  # every option with its default
     needs_snapshots: int = 0  # the fewest snapshot files it needs
+    # A hook point that is enough on its own: any architecture exposing it takes the probe (a fifth
+    # architecture with hook_features gets value_manifold without being listed in `requires`).
+    hook: str | None = None
     summary: str = ""
 
 
@@ -65,10 +68,11 @@ def architecture(model: nn.Module) -> str:
 
 def check_applies(probe: Probe, model: nn.Module) -> None:
     arch = architecture(model)
-    if arch not in probe.requires:
+    if arch not in probe.requires and not (probe.hook and hasattr(model, probe.hook)):
         who = article(arch)
+        also = f", or any model with a {probe.hook} hook point" if probe.hook else ""
         raise ProbeError(f"probe '{probe.name}' reads {probe.reads}; {who} has no {probe.part}. "
-                         f"It applies to: {', '.join(probe.requires)}")
+                         f"It applies to: {', '.join(probe.requires)}{also}")
 
 
 # Options shared by several probes, checked before any compute: name -> (test, what is allowed).

@@ -20,11 +20,14 @@ from framework.tasks import Task
 
 
 def check_request(names: list[str], options: dict) -> None:
-    """Every probe named exists and its options are valid; a ConfigError names the field."""
+    """Every probe named (to run, or given options) exists and its options are valid; a ConfigError
+    names the field."""
     for name in [*names, *options]:
         if name not in PROBES:
             raise ConfigError("probes", f"no probe '{name}'; probes: {', '.join(PROBES)}")
-    for name in names:
+    for name in {*names, *options}:
+        if not isinstance(options.get(name) or {}, dict):
+            raise ConfigError(f"probe_options.{name}", f"must be a mapping of option: value, got {options[name]!r}")
         try:
             merge_options(PROBES[name], options.get(name))
         except ProbeError as err:

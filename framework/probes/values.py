@@ -119,7 +119,7 @@ def run(ctx: ProbeContext) -> dict:
 
 
 PROBE = Probe(
-    name="value_manifold", run=run, requires=("transformer", "mamba", "lstm", "mlp"),
+    name="value_manifold", run=run, requires=("transformer", "mamba", "lstm", "mlp"), hook="hook_features",
     reads="representations at scored positions", part="hook point",
     options={"site": "auto", "compare_sites": True, "top_k": 3, "max_sequences": 2048},
     summary="PCA of representations at scored positions; PC1 variance and Spearman with H_Bayes",

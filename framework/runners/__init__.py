@@ -6,19 +6,32 @@
 A new kind of experiment is a package of its own under ``framework/runners/`` (or anywhere, found
 through entry points or ``$WINDTUNNEL_PLUGINS``) that subclasses :class:`Runner` and registers it;
 it imports the shared layers (tasks, models, training, metrics, probes, config, errors, io) and
-never another runner's package.
+never another runner's package. Every module under this package is imported (and so registered)
+with it; nothing here lists them.
 """
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from framework.config import config_hash
 from framework.models import MODELS
-from framework.runners import probe, windtunnel  # noqa: F401  (registers the built-in runners)
 from framework.runners.base import RUNNERS, Runner, get_runner, load_plugins, mark_stored, register_runner, store_schema
 from framework.tasks import TASKS
 from framework.training.config import TrainConfig
+
+
+def _import_builtin() -> None:
+    """Every module and package under framework/runners/ registers its runner when imported."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_builtin()
 
 
 def register_schemas() -> None:

@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 from hydra.core.config_store import ConfigStore
 
 from framework.config import CONFIG_DIR, RunConfig, to_config
-from framework.errors import ConfigError
+from framework.errors import ConfigError, FrameworkError
+from framework.seeds import digest
 
 DIRECTIONS = ("lower", "higher")
 PLUGINS_ENV = "WINDTUNNEL_PLUGINS"
@@ -42,6 +43,8 @@ class Runner:
     config: ClassVar[type[RunConfig]]  # the run's schema: RunConfig plus this runner's settings
     metrics: ClassVar[dict[str, str]] = {}  # run-entry key -> "lower" or "higher" (is better)
     labels: ClassVar[tuple[str, ...]] = ()  # run-entry keys that name an entry within a run
+    # dotted key -> what a refusal of it adds ("it is a run-wide setting now: runtime.threads")
+    hints: ClassVar[dict[str, str]] = {}
 
     def settings(self, cfg: Any) -> RunConfig:
         """The composed config as this runner's typed schema; a key it lacks is refused by path."""
@@ -51,6 +54,11 @@ class Runner:
         """Validate and size everything for ``settings`` (from :meth:`settings`); raise a
         FrameworkError before any compute or folder. The plan is whatever :meth:`run` needs."""
         raise NotImplementedError
+
+    def inputs(self, plan: Any) -> Any:
+        """What the results depend on beyond the config (e.g. a checkpoint's contents), JSON-able, or
+        None. A resumed run is complete only if both match."""
+        return None
 
     def check_resume(self, plan: Any, run_dir) -> None:
         """With ``resume=true``, before anything is written: what ``run_dir`` holds can be continued."""
@@ -93,21 +101,45 @@ def get_runner(name: str) -> Runner:
 
 
 def load_plugins() -> None:
-    """Import the runners of other packages: entry points, then ``$WINDTUNNEL_PLUGINS``."""
+    """Import the runners of other packages: entry points, then ``$WINDTUNNEL_PLUGINS``.
+
+    A plugin that cannot be imported is a ConfigError naming it (one line, before any compute).
+    """
     for point in entry_points(group=ENTRY_POINTS):
-        point.load()
-    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
-        if module.endswith(".py"):  # a file: imported under its stem, whatever sys.path holds
-            if Path(module).stem in sys.modules:
-                continue
-            spec = importlib.util.spec_from_file_location(Path(module).stem, module)
-            if spec is None or not Path(module).is_file():
-                raise ConfigError(PLUGINS_ENV, f"no plugin file {module}")
-            plugin = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = plugin
-            spec.loader.exec_module(plugin)
+        _import(point.value, point.load, f"entry point {point.name} ({ENTRY_POINTS})")
+    for item in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        if item.endswith(".py"):
+            _import(item, lambda item=item: _import_file(Path(item)), f"{PLUGINS_ENV} file {item}")
         else:
-            importlib.import_module(module)
+            _import(item, lambda item=item: importlib.import_module(item), f"{PLUGINS_ENV} module {item}")
+
+
+def _import(name: str, load, what: str) -> None:
+    try:
+        load()
+    except FrameworkError:
+        raise
+    except Exception as err:  # any import failure of someone else's code: say whose, in one line
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(PLUGINS_ENV, f"cannot import the {what}: {type(err).__name__}: {reason}") from None
+
+
+def _import_file(path: Path) -> None:
+    """A plugin file, imported once under a name of its own (its resolved path), whatever sys.path holds."""
+    path = path.resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file {path}")
+    name = f"windtunnel_plugin_{digest(str(path), 10)}_{path.stem}"
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def store_schema(runner: Runner) -> None:
@@ -119,7 +151,7 @@ def store_schema(runner: Runner) -> None:
     if not (CONFIG_DIR / "runner" / f"{runner.name}.yaml").exists():
         cs.store(group="runner", name=runner.name, node=runner.config, package="_global_")
     if not (CONFIG_DIR / "experiment" / f"{runner.name}.yaml").exists():
-        cs.store(group="experiment", name=runner.name, node={}, package="_global_")
+        cs.store(group="experiment", name=runner.name, node={"experiment": runner.name}, package="_global_")
 
 
 def mark_stored() -> None:

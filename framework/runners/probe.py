@@ -8,6 +8,7 @@ than the run names, a probe the architecture cannot take, and too few weight sna
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -37,6 +38,11 @@ class ProbeRunConfig(RunConfig):
     tasks: Dict[str, Any] = field(default_factory=dict)
     models: Dict[str, Any] = field(default_factory=dict)
     batch_size: int = 512  # sequences per forward pass of the probe set
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 @dataclass
@@ -86,6 +92,10 @@ class ProbeRunner(Runner):
                                  f"{PROBES[name].needs_snapshots}; {path.parent / SNAPSHOTS} has {len(snapshots)}. "
                                  "Train with train.snapshot_every > 0")
         return ProbePlan(settings, model, task, state, path, snapshots)
+
+    def inputs(self, plan: ProbePlan) -> dict:
+        """The checkpoint's and snapshots' contents: a retrained job is probed anew, not read from before."""
+        return {str(path): file_digest(path) for path in (plan.path, *plan.snapshots)}
 
     def run(self, plan: ProbePlan, run_dir: Path) -> dict:
         settings = plan.settings

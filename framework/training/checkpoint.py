@@ -81,7 +81,7 @@ def load_trained(path: str | Path) -> tuple[torch.nn.Module, Task, dict, Path]:
         raise ConfigError("checkpoint", f"no checkpoint at {path} (give a job folder or its checkpoint.pt)")
     state = load_torch(path)
     meta = state.get("meta") if isinstance(state, dict) else None
-    if not isinstance(meta, dict) or not {"task", "model"} <= set(meta) or "model" not in state:
+    if not isinstance(meta, dict) or not {"task", "model"} <= set(meta) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"refusing checkpoint {path}: not a checkpoint of a wind-tunnel job")
     try:
         task = build_task(config_from(TASKS, meta["task"], "task"))
@@ -91,7 +91,7 @@ def load_trained(path: str | Path) -> tuple[torch.nn.Module, Task, dict, Path]:
     model = build_model(model_config, task.vocab_size, task.n_classes, task.seq_len)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError) as err:
         reason = str(err).splitlines()[0]
         raise CheckpointError(f"refusing checkpoint {path}: its weights do not fit a {model_config.name} "
                               f"({reason})") from None

@@ -24,12 +24,15 @@ class WindTunnelRunner(Runner):
     config = WindTunnelConfig
     metrics = {"kl_bits": "lower", "entropy_mae_bits": "lower", "accuracy": "higher"}
     labels = ("task_key", "model_key")
+    hints = {**{f"train.{name}": f"it is a run-wide setting now: runtime.{name}"
+                for name in ("device", "threads", "deterministic", "progress")},
+             "checkpoint": "a saved job is probed by the probe runner: experiment=probe/<name> checkpoint=<job folder>"}
 
     def plan(self, settings: WindTunnelConfig) -> WindTunnelPlan:
         return resolve(settings)
 
     def check_resume(self, plan: WindTunnelPlan, run_dir: Path) -> None:
-        check_resumable(plan.jobs, run_dir, plan.settings.probe_options)
+        check_resumable(plan, run_dir)
 
     def run(self, plan: WindTunnelPlan, run_dir: Path) -> dict:
         return run_plan(plan, Path(run_dir))

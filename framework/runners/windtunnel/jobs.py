@@ -22,7 +22,7 @@ from framework.models import count_params
 from framework.probes.running import probe_set, run_probes
 from framework.runners.windtunnel.plan import Job, WindTunnelPlan
 from framework.runners.windtunnel.taxonomy import classify
-from framework.runtime import pick_device
+from framework.runtime import RuntimeConfig, pick_device
 from framework.seeds import derive_seed, digest
 from framework.tasks import Task
 from framework.training import train
@@ -62,36 +62,40 @@ def _score_variant(job: Job, model: torch.nn.Module, variant: Task, seed: int, n
     return {"seq_len": variant.seq_len, **evaluate(scorer, test, device)}
 
 
-def settings_hash(job: Job, probe_options: dict | None) -> str:
+def settings_hash(job: Job, probe_options: dict | None, runtime: RuntimeConfig) -> str:
     """What decides a job's result.json: a finished job is reused on resume only if this matches."""
     settings = {"task": asdict(job.task_config), "model": asdict(job.model_config), "train": asdict(job.train),
+                "runtime": {"device": runtime.device, "deterministic": runtime.deterministic},
                 "evaluate_at": {name: asdict(v.config) for name, v in job.variants.items()}, "matrix": job.matrix,
                 "probes": {name: (probe_options or {}).get(name) for name in job.probes}}
     return digest(settings, 16)
 
 
-def check_resumable(jobs: list[Job], run_dir: Path, probe_options: dict | None) -> None:
+def check_resumable(plan: WindTunnelPlan, run_dir: Path) -> None:
     """Before any compute: every finished job in ``run_dir`` was finished with this run's settings."""
-    for job in jobs:
+    for job in plan.jobs:
         path = run_dir / job.name / "result.json"
-        if path.exists() and json.loads(path.read_text()).get("settings_hash") != settings_hash(job, probe_options):
-            raise ConfigError("resume", f"job {job.name} in {run_dir} finished with other settings than this run's; "
+        expected = settings_hash(job, plan.settings.probe_options, plan.settings.runtime)
+        if path.exists() and json.loads(path.read_text()).get("settings_hash") != expected:
+            raise ConfigError("resume", f"job {job.name} in {run_dir} finished with other settings than this run's "
+                                        "(or by a version of the framework before runners, whose settings differ); "
                                         "resume it with the settings it was run with, or use a new hydra.run.dir")
 
 
 def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[EvalSet, EvalSet],
-            probe_options: dict | None = None, *, device: torch.device, progress: bool = True) -> dict:
+            probe_options: dict | None = None, *, runtime: RuntimeConfig) -> dict:
     job_dir = run_dir / job.name
     result_path = job_dir / "result.json"
     if resume and result_path.exists():
         return json.loads(result_path.read_text())
+    device = pick_device(runtime.device)
     torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
     model = job.build_model().to(device)
     params = count_params(model)
     meta = {"task": asdict(job.task_config), "model": asdict(job.model_config), "params": params}
     val_set, test_set = eval_sets
     outcome = train(model, job.task, job.train, job_dir, seed=derive_seed(seed, job.task_key, "data"),
-                    val_set=val_set, meta=meta, resume=resume, desc=job.name, progress=progress)
+                    val_set=val_set, meta=meta, resume=resume, desc=job.name, progress=runtime.progress)
     started = time.perf_counter()
     scores = evaluate(model, test_set, device)
     extras = {}
@@ -112,7 +116,7 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         "model_key": job.model_key,
         "params": params,
         "steps": outcome.steps,
-        "settings_hash": settings_hash(job, probe_options),
+        "settings_hash": settings_hash(job, probe_options, runtime),
         "reached_target": outcome.reached_target,  # train.target_kl_bits met on validation (if set)
         **scores,
         **extras,
@@ -133,7 +137,6 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
 def run_plan(plan: WindTunnelPlan, run_dir: Path) -> dict:
     """Train and score each job of the plan, one task's evaluation sets in memory at a time."""
     settings = plan.settings
-    device = pick_device(settings.runtime.device)
     probe_options = settings.probe_options
     results, eval_sets = [], {}
     for number, job in enumerate(plan.jobs, 1):
@@ -142,8 +145,8 @@ def run_plan(plan: WindTunnelPlan, run_dir: Path) -> dict:
         if key not in eval_sets:
             eval_sets = {key: _eval_sets(job, settings.seed)}
         log.info("job %d/%d: %s (%s, %d steps)", number, len(plan.jobs), job.name, job.model_config, t.steps)
-        result = run_job(job, run_dir, settings.seed, settings.resume, eval_sets[key], probe_options, device=device,
-                         progress=settings.runtime.progress)
+        result = run_job(job, run_dir, settings.seed, settings.resume, eval_sets[key], probe_options,
+                         runtime=settings.runtime)
         log.info("job %d/%d: %s: kl_bits=%.4g entropy_mae_bits=%.4g", number, len(plan.jobs), job.name,
                  result["kl_bits"], result["entropy_mae_bits"])
         results.append(result)

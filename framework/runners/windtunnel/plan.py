@@ -73,7 +73,10 @@ def _train_for(settings: WindTunnelConfig, task_key: str, model_key: str) -> Tra
 def _variants(settings: WindTunnelConfig, task_key: str, task_config: TaskConfig, task: Task) -> Dict[str, Task]:
     """The ``evaluate_at`` variants of one task, each checked to share its vocabulary and classes."""
     variants = {}
-    for name, delta in (settings.evaluate_at.get(task_key) or {}).items():
+    deltas = settings.evaluate_at.get(task_key) or {}
+    if not isinstance(deltas, dict):
+        raise ConfigError(f"evaluate_at.{task_key}", f"must map variant names to task settings, got {deltas!r}")
+    for name, delta in deltas.items():
         path = f"evaluate_at.{task_key}.{name}"
         if not isinstance(delta, dict):
             raise ConfigError(path, f"must be a mapping of task settings, got {delta!r}")
