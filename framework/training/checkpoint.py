@@ -25,7 +25,7 @@ CHECKPOINT_KEYS = {"meta", "model", "optimizer", "generator", "torch_rng", "step
 
 
 @dataclass
-class Progress:
+class TrainState:
     """Where a training run stands: restored from a checkpoint, or a fresh start."""
 
     step: int = 0
@@ -34,14 +34,14 @@ class Progress:
 
 
 def save_checkpoint(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, progress: Progress) -> None:
+                    generator: torch.Generator, progress: TrainState) -> None:
     save_torch(path, {"meta": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                       "step": progress.step, "train_seconds": progress.train_seconds, "history": progress.history})
 
 
 def restore(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> Progress:
+            generator: torch.Generator) -> TrainState:
     """Load a training checkpoint into ``model``, ``optimizer``, ``generator`` and the global RNG."""
     state = load_torch(path)
     if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS:
@@ -52,7 +52,7 @@ def restore(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.opt
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    return Progress(state["step"], state["train_seconds"], state["history"])
+    return TrainState(state["step"], state["train_seconds"], state["history"])
 
 
 def rewind_log(path: Path, step: int) -> None:

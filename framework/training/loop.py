@@ -22,7 +22,7 @@ from framework.io import save_torch
 from framework.metrics.bits import soft_cross_entropy
 from framework.metrics.evaluate import EvalSet, autocast_for, evaluate
 from framework.tasks.base import Batch, Task
-from framework.training.checkpoint import CHECKPOINT, SNAPSHOTS, Progress, restore, rewind_log, save_checkpoint
+from framework.training.checkpoint import CHECKPOINT, SNAPSHOTS, TrainState, restore, rewind_log, save_checkpoint
 from framework.training.config import TrainConfig
 from framework.training.schedule import warmup_cosine
 
@@ -109,24 +109,24 @@ def train(
     generator = torch.Generator(device).manual_seed(seed)
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.exists():
-        done = restore(ckpt_path, meta, model, optimizer, generator)
-        rewind_log(out_dir / "log.jsonl", done.step)
+        state = restore(ckpt_path, meta, model, optimizer, generator)
+        rewind_log(out_dir / "log.jsonl", state.step)
     else:
-        done = Progress()
+        state = TrainState()
         # A fresh start: snapshots left by an earlier run in this folder are not of this run.
         shutil.rmtree(out_dir / SNAPSHOTS, ignore_errors=True)
-    history, val_seconds = done.history, 0.0
+    history, val_seconds = state.history, 0.0
 
     forward_model = maybe_compile(model, cfg.compile)
-    writer = SummaryWriter(str(out_dir / "tb"), purge_step=done.step if done.step else None)
+    writer = SummaryWriter(str(out_dir / "tb"), purge_step=state.step if state.step else None)
     log = (out_dir / "log.jsonl").open("a")
-    bar = tqdm(total=cfg.steps, initial=done.step, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
 
     def check_finite() -> None:  # called before any checkpoint, so a saved checkpoint is always good
         if nonfinite.item():
             raise NonFiniteLoss(
-                f"{desc}: the loss became non-finite by step {done.step}; the last good checkpoint is kept "
+                f"{desc}: the loss became non-finite by step {state.step}; the last good checkpoint is kept "
                 f"at {ckpt_path}. Lower train.lr or raise train.warmup_steps.")
 
     def on_target() -> bool:
@@ -134,15 +134,15 @@ def train(
 
     model.train()
     try:
-        while done.step < cfg.steps and not on_target():  # a resumed run that had reached its target stays stopped
+        while state.step < cfg.steps and not on_target():  # a resumed run that had reached its target stays stopped
             started = time.perf_counter()
-            lr = cfg.lr * warmup_cosine(done.step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+            lr = cfg.lr * warmup_cosine(state.step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = train_step(model, forward_model, optimizer, task.sample(cfg.batch_size, generator), cfg)
             nonfinite |= ~torch.isfinite(loss.detach())  # on-device flag: no host sync per step
-            done.step += 1
-            step = done.step
+            state.step += 1
+            step = state.step
             bar.update(1)
 
             record = None
@@ -154,9 +154,9 @@ def train(
                 record = {"step": step, "loss": loss_value, "lr": lr}
                 writer.add_scalar("train/loss", loss_value, step)
                 writer.add_scalar("train/lr", lr, step)
-            done.train_seconds += time.perf_counter() - started
+            state.train_seconds += time.perf_counter() - started
 
-            out_of_time = 0 < cfg.time_limit_s <= done.train_seconds
+            out_of_time = 0 < cfg.time_limit_s <= state.train_seconds
             if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
                 val_started = time.perf_counter()
                 scores = evaluate(model, val_set, device)
@@ -175,7 +175,7 @@ def train(
             if stopping:
                 check_finite()
             if checkpoint_due or stopping:
-                save_checkpoint(ckpt_path, meta, model, optimizer, generator, done)
+                save_checkpoint(ckpt_path, meta, model, optimizer, generator, state)
             if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps or stopping):
                 save_torch(out_dir / SNAPSHOTS / f"step_{step:07d}.pt",
                            {"meta": meta, "model": model.state_dict(), "step": step})
@@ -185,5 +185,5 @@ def train(
         bar.close()
         log.close()
         writer.close()
-    return TrainResult(steps=done.step, train_seconds=done.train_seconds, history=history, val_seconds=val_seconds,
+    return TrainResult(steps=state.step, train_seconds=state.train_seconds, history=history, val_seconds=val_seconds,
                        reached_target=on_target())
