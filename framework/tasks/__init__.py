@@ -7,6 +7,8 @@ from typing import Any
 from framework.registry import config_from
 from framework.tasks.base import Batch, Task, TaskConfig
 from framework.tasks.bijection import BijectionConfig, BijectionTask
+from framework.tasks.causal_mechanisms import CausalMechanismsConfig, CausalMechanismsTask
+from framework.tasks.causal_samples import CausalSamplesConfig, CausalSamplesTask
 from framework.tasks.hmm import HMMConfig, HMMTask
 from framework.tasks.program import ProgramConfig, ProgramTask
 from framework.tasks.recall import RecallConfig, RecallTask
@@ -18,6 +20,8 @@ TASKS: dict[str, tuple[type[TaskConfig], type[Task]]] = {
     "program": (ProgramConfig, ProgramTask),
     "recall": (RecallConfig, RecallTask),
     "taskid": (TaskIDConfig, TaskIDTask),
+    "causal_mechanisms": (CausalMechanismsConfig, CausalMechanismsTask),
+    "causal_samples": (CausalSamplesConfig, CausalSamplesTask),
 }
 
 
@@ -32,6 +36,10 @@ __all__ = [
     "Batch",
     "BijectionConfig",
     "BijectionTask",
+    "CausalMechanismsConfig",
+    "CausalMechanismsTask",
+    "CausalSamplesConfig",
+    "CausalSamplesTask",
     "HMMConfig",
     "HMMTask",
     "ProgramConfig",
