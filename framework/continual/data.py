@@ -36,16 +36,12 @@ from avalanche.benchmarks.utils import DataAttribute, make_avalanche_dataset
 from avalanche.benchmarks.utils.data import AvalancheDataset
 from avalanche.benchmarks.utils.flat_data import ConstantSequence
 
+from framework.seeds import derive_seed
 from framework.tasks.base import Task
 
 CHUNK = 64  # sequences generated per seed: one vectorised sample() call
 CACHE_BYTES = 256 * 2**20  # chunks kept across all experiences (HMM K=20: ~60k sequences)
 TRAIN, TEST = 0, 1  # the split enters the seed: a test set is never a train set
-
-
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (numpy's SeedSequence: stable across machines)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 @dataclass(eq=False)
