@@ -190,12 +190,16 @@ def test_the_config_hash_ignores_only_what_never_changes_a_result(compose):
 
 @pytest.mark.parametrize("plugins,what", [("/nonexistent/plugin.py", "no such file"),
                                           ("no_such_module_xyz", "ModuleNotFoundError")])
-def test_a_plugin_that_cannot_be_imported_is_refused_in_one_line(plugins, what, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "framework.cli", "experiment=smoke", f"hydra.run.dir={tmp_path / 'r'}"],
-                          cwd=ROOT, env={**os.environ, "WINDTUNNEL_PLUGINS": plugins}, capture_output=True, text=True,
-                          timeout=300)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "WINDTUNNEL_PLUGINS" in lines[0] and what in lines[0], lines
+def test_a_plugin_that_cannot_be_imported_is_refused_in_one_line(plugins, what, tmp_path, monkeypatch, capsys):
+    from framework import cli
+
+    monkeypatch.setenv("WINDTUNNEL_PLUGINS", plugins)
+    monkeypatch.setattr(sys, "argv", ["windtunnel", "experiment=smoke", f"hydra.run.dir={tmp_path / 'r'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(lines) == 1, lines
+    assert "WINDTUNNEL_PLUGINS" in lines[0] and what in lines[0] and not (tmp_path / "r").exists(), lines
 
 
 def test_an_installed_package_registers_its_runner_through_an_entry_point(tmp_path):
