@@ -10,6 +10,9 @@ The diagnostics of Aggarwal, Dalal & Misra, "The Bayesian Geometry of Transforme
     mamba_states        Mamba's final-layer states: PCA coloured by the MAP class, cluster separation
     ablation            kl_bits / entropy_mae_bits after zeroing each head and skipping each layer
     dynamics            across training snapshots: attention stability vs calibration
+    program_decode      program identification: held-out accuracy of linear probes for (a, b), per layer and position
+    program_ablation    bits after mean-ablating the (a, b) probe's subspace, vs a random subspace of the same size
+    program_interchange a donor's (a, b) subspace patched in: does the prediction follow the donor's program?
 
 ``run_probe(name, model, task, batches, out_dir, snapshots=..., options=...)`` checks that the
 probe applies to the model (and its options and snapshots) before any compute, runs it in eval
@@ -22,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from framework.probes import ablation, attention, dynamics, keys, states, values
+from framework.probes import ablation, attention, dynamics, keys, program, states, values
 from framework.probes.base import Probe, ProbeContext, ProbeError, architecture, check_applies, merge_options
 from framework.tasks.base import Batch, Task
 
 PROBES: dict[str, Probe] = {
     probe.name: probe
     for probe in (keys.PROBE, attention.ALIGNMENT, attention.ENTROPY, values.PROBE, states.PROBE,
-                  ablation.PROBE, dynamics.PROBE)
+                  ablation.PROBE, dynamics.PROBE, program.DECODE, program.ABLATION, program.INTERCHANGE)
 }
 
 

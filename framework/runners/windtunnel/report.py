@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from framework.io import write_text  # noqa: E402
+from framework.metrics.boundary import variant_rows  # noqa: E402
 from framework.models import color  # noqa: E402
 from framework.probes.running import scalars  # noqa: E402
 
@@ -227,6 +228,7 @@ def write_report(metrics: dict, run_dir: Path) -> None:
         "",
         *taxonomy_rows(metrics, groups),
         *length_rows(groups),
+        *variant_rows(metrics["runs"]),
         *matrix_rows(groups),
         *probe_rows(groups),
         "## Plots",
