@@ -299,7 +299,8 @@ def test_bad_configs_name_the_field():
 
 
 def test_registry_builds_from_configs_and_mappings():
-    assert set(TASKS) == {"bijection", "hmm", "recall", "taskid", "program", "causal_mechanisms", "causal_samples"}
+    assert set(TASKS) == {"bijection", "hmm", "recall", "taskid", "program", "causal_mechanisms", "causal_samples",
+                          "regression_context"}
     for name, (config_cls, task_cls) in TASKS.items():
         assert isinstance(build_task(config_cls()), task_cls)
         assert isinstance(build_task({"name": name}), task_cls)

@@ -12,6 +12,7 @@ from framework.tasks.causal_samples import CausalSamplesConfig, CausalSamplesTas
 from framework.tasks.hmm import HMMConfig, HMMTask
 from framework.tasks.program import ProgramConfig, ProgramTask
 from framework.tasks.recall import RecallConfig, RecallTask
+from framework.tasks.regression_context import RegressionContextConfig, RegressionContextTask
 from framework.tasks.taskid import TaskIDConfig, TaskIDTask
 
 TASKS: dict[str, tuple[type[TaskConfig], type[Task]]] = {
@@ -19,6 +20,7 @@ TASKS: dict[str, tuple[type[TaskConfig], type[Task]]] = {
     "hmm": (HMMConfig, HMMTask),
     "program": (ProgramConfig, ProgramTask),
     "recall": (RecallConfig, RecallTask),
+    "regression_context": (RegressionContextConfig, RegressionContextTask),
     "taskid": (TaskIDConfig, TaskIDTask),
     "causal_mechanisms": (CausalMechanismsConfig, CausalMechanismsTask),
     "causal_samples": (CausalSamplesConfig, CausalSamplesTask),
@@ -46,6 +48,8 @@ __all__ = [
     "ProgramTask",
     "RecallConfig",
     "RecallTask",
+    "RegressionContextConfig",
+    "RegressionContextTask",
     "Task",
     "TaskConfig",
     "TaskIDConfig",

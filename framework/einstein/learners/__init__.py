@@ -28,7 +28,9 @@ from framework.einstein.learners.correlational import (
 )
 from framework.einstein.learners.gp import GPLearnConfig, GPLearner
 from framework.einstein.learners.mdl import MDLConfig, MDLLearner
+from framework.einstein.learners.pfn import PFNConfig, PFNLearner
 from framework.einstein.learners.reference import OldTheoryConfig, OldTheoryLearner, OracleConfig, OracleLearner
+from framework.einstein.learners.text import TextConfig, TextLearner
 
 LEARNERS: dict[str, tuple[type[LearnerConfig], type[Learner]]] = {
     "old_theory": (OldTheoryConfig, OldTheoryLearner),
@@ -39,6 +41,8 @@ LEARNERS: dict[str, tuple[type[LearnerConfig], type[Learner]]] = {
     "mlp": (MLPConfig, MLPLearner),
     "mdl": (MDLConfig, MDLLearner),
     "gplearn": (GPLearnConfig, GPLearner),
+    "pfn": (PFNConfig, PFNLearner),
+    "text": (TextConfig, TextLearner),
 }
 
 
