@@ -64,7 +64,7 @@ def _differing(configs: list[dict]) -> list[str]:
 def aggregate(sweep_dir: Path) -> dict:
     register_schemas()  # loads plugin runners, so their sweeps aggregate too
     jobs = find_jobs(sweep_dir)
-    groups: dict[str, dict] = defaultdict(lambda: {"seeds": [], "values": defaultdict(list)})
+    groups: dict[str, dict] = defaultdict(lambda: {"seeds": [], "values": defaultdict(list), "timing": defaultdict(list)})
     finished, missing = [], []
     for job in jobs:
         metrics_path = job / "metrics.json"
@@ -89,6 +89,9 @@ def aggregate(sweep_dir: Path) -> dict:
             group["seeds"].append(config.get("seed"))
             for metric in declared:
                 group["values"][metric].append(run.get(metric, float("nan")))  # runs from before a metric existed
+            for name, seconds in (run.get("timing") or {}).items():  # compute cost per group, beside the metrics
+                if isinstance(seconds, (int, float)):
+                    group["timing"][name].append(seconds)
     rows = []
     for key, group in groups.items():
         meta = json.loads(key)
@@ -97,6 +100,7 @@ def aggregate(sweep_dir: Path) -> dict:
                "n_seeds": len(group["seeds"]), "metrics": declared}
         for metric in declared:
             row[metric], row[f"{metric}_stderr"] = _mean_se(group["values"][metric])
+        row["timing"] = {name: _mean_se(values)[0] for name, values in group["timing"].items()}  # mean seconds
         rows.append(row)
     rows.sort(key=lambda r: (r["runner"], [str(r[k]) for k in r["labels"]], json.dumps(r["settings"], sort_keys=True)))
     return {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "finished": finished, "missing": missing, "groups": rows}

@@ -16,8 +16,10 @@ A run, as the continual runner does it (``joint``: ``strategy.train(stream.train
         strategy.train(experience)
     summary = recorder.summary(fresh=fresh_baseline(make_model, config, stream))  # + plasticity ratios
 
-Checkpoint with ``model.state_dict()`` / ``optimizer.state_dict()``: Avalanche's save_checkpoint
-pickles the whole strategy with dill and fails with torch 2.14.
+Checkpoint with :func:`strategy_state` / :func:`load_strategy_state` (framework.continual.state: the
+model, optimizer, clock, RNGs and every plugin's state as tensors and plain containers, loadable with
+``weights_only=True``): Avalanche's save_checkpoint pickles the whole strategy with dill and fails
+with torch 2.14.
 """
 from framework.continual.data import CHUNK, ExperienceTask, SeededSequences, derive_seed, experience_dataset
 from framework.continual.hmm_prior import PRIORS, HMMPriorConfig, PriorHMMTask
@@ -76,6 +78,7 @@ from framework.continual.streams import (
     build_stream,
     stream_config,
 )
+from framework.continual.state import load_strategy_state, strategy_state
 from framework.continual.units import UnitGroup, find_units, reset_units
 
 __all__ = [
@@ -89,5 +92,6 @@ __all__ = [
     "STRATEGIES", "PosteriorLoss", "PosteriorStrategy", "StrategyConfig", "build_strategy", "strategy_config",
     "STREAMS", "TINY_STREAMS", "ClassMasked", "PermutedTokensConfig", "PriorShiftConfig", "StreamConfig", "TaskSequenceConfig",
     "VocabShiftConfig", "WindTunnelStream", "build_stream", "stream_config",
+    "load_strategy_state", "strategy_state",
     "UnitGroup", "find_units", "reset_units",
 ]

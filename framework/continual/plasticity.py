@@ -128,6 +128,15 @@ class _UnitPlugin(SupervisedPlugin):
     def on_attach(self) -> None:
         pass
 
+    def on_restore(self, strategy) -> None:
+        """After a checkpoint's attributes were loaded (framework.continual.state): hook the units of
+        the restored model again, keeping the statistics the checkpoint holds."""
+        saved = self.__dict__.get("state")
+        self._model, self.stats = None, None
+        self._attach(strategy)
+        if saved is not None:
+            self.state = saved
+
     def arm(self, strategy) -> bool:
         return True
 

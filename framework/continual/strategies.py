@@ -44,6 +44,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
 from avalanche.core import BasePlugin
 from avalanche.training.plugins import (
     AGEMPlugin,
@@ -243,6 +244,15 @@ class MaterialisedBuffer(ExperienceBalancedBuffer):
 class PosteriorAGEMPlugin(AGEMPlugin):
     """A-GEM (Chaudhry et al. 2019) as shipped, with each experience's memory held in memory."""
 
+    def on_restore(self, strategy) -> None:
+        """After a checkpoint (framework.continual.state): the memory loader, as update_memory makes
+        it (its iterator is lazy, so making it draws nothing from the RNGs)."""
+        if self.buffers:
+            self.buffer_dataloader = GroupBalancedInfiniteDataLoader(
+                self.buffers, batch_size=self.sample_size // len(self.buffers), num_workers=0, pin_memory=False,
+                persistent_workers=False)
+            self.buffer_dliter = iter(self.buffer_dataloader)
+
     def update_memory(self, dataset, num_workers=0, **kwargs):
         if len(dataset) > self.patterns_per_experience:
             indices = list(range(len(dataset)))
@@ -282,14 +292,16 @@ def strategy_plugins(config: StrategyConfig) -> list[BasePlugin]:
 
 
 def build_strategy(config: StrategyConfig, model: nn.Module, *, plugins: Sequence[BasePlugin] = (),
-                   device="cpu", optimizer: Optional[torch.optim.Optimizer] = None) -> PosteriorStrategy:
+                   device="cpu", optimizer: Optional[torch.optim.Optimizer] = None,
+                   evaluator: Optional[EvaluationPlugin] = None) -> PosteriorStrategy:
     """A ready strategy: ``strategy.train(experience)`` for each experience of a stream's train_stream
     (``joint``: ``strategy.train(stream.train_stream)`` once). ``plugins`` adds plasticity methods
-    and recorders (:mod:`framework.continual.plasticity`, :mod:`framework.continual.metrics`)."""
+    and recorders (:mod:`framework.continual.plasticity`, :mod:`framework.continual.metrics`); ``evaluator``
+    an EvaluationPlugin with loggers (None: one with no metrics and no loggers)."""
     optimizer = optimizer or make_optimizer(model, config)  # type: ignore[arg-type]  (reads lr, weight_decay, betas_2)
     cls = {"cumulative": PosteriorCumulative, "joint": PosteriorJoint}.get(config.name, PosteriorStrategy)
     strategy = cls(model=model, optimizer=optimizer, criterion=PosteriorLoss(), train_mb_size=config.train_mb_size,
                    train_epochs=config.train_epochs, eval_mb_size=config.eval_mb_size, device=device,
-                   plugins=[*strategy_plugins(config), *plugins], evaluator=None)
+                   plugins=[*strategy_plugins(config), *plugins], evaluator=evaluator)
     strategy.grad_clip = config.grad_clip
     return strategy
