@@ -100,3 +100,37 @@ def match_params(
         f"no {config.name} {field} gives {target_params} parameters within {tolerance:.1%} "
         f"(closest: {closest})",
     )
+
+
+def size_reference(configs: dict[str, ModelConfig], match_to: str | None) -> ModelConfig | None:
+    """The model (of a run's ``models``) whose parameter count the ``match_params`` ones take:
+    ``match_to`` when set, else the first model that does not match; None when nothing matches."""
+    if match_to is not None:
+        if match_to not in configs:
+            raise ConfigError("match_to", f"no model '{match_to}' in this run; models: {', '.join(configs)}")
+        return configs[match_to]
+    reference = next((m for m in configs.values() if not m.match_params), None)
+    if reference is None and any(m.match_params for m in configs.values()):
+        raise ConfigError("match_to", "every model asks to be matched (match_params) and none is the size "
+                                      "reference; set match_to=<model key> or add a model without match_params")
+    return reference
+
+
+def matched(configs: dict[str, ModelConfig], reference: ModelConfig | None, vocab_size: int, n_classes: int,
+            max_len: int) -> dict[str, ModelConfig]:
+    """A run's models at one task's sizes: each ``match_params`` one resized to the reference's count
+    (errors under ``models.<key>``), the others as they are."""
+    from framework.models import build_model
+
+    target = None
+    out = {}
+    for key, config in configs.items():
+        if config.match_params and config is not reference:
+            if target is None:
+                target = count_params(build_model(reference, vocab_size, n_classes, max_len))
+            try:
+                config = match_params(config, target, vocab_size, n_classes, max_len)
+            except ConfigError as err:
+                raise err.under(f"models.{key}") from None
+        out[key] = config
+    return out

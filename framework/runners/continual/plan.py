@@ -28,7 +28,8 @@ from framework.continual.strategies import StrategyConfig, strategy_config
 from framework.continual.streams import StreamConfig, WindTunnelStream, build_stream, sequence_model, stream_config
 from framework.continual.units import find_units
 from framework.errors import ConfigError
-from framework.models import MODELS, ModelConfig, article, build_model, count_params, match_params
+from framework.models import MODELS, ModelConfig, article, build_model, count_params
+from framework.models.capacity import matched, size_reference
 from framework.runners.continual.config import ContinualConfig
 
 BUDGET_KEYS = {"train_epochs": "budget.epochs", "train_mb_size": "budget.batch_size", "eval_mb_size": "eval_batch_size"}
@@ -107,18 +108,6 @@ def _plugins(settings: ContinualConfig) -> list:
     return configs
 
 
-def _reference(settings: ContinualConfig, configs: dict) -> ModelConfig | None:
-    if settings.match_to is not None:
-        if settings.match_to not in configs:
-            raise ConfigError("match_to", f"no model '{settings.match_to}' in this run; models: {', '.join(configs)}")
-        return configs[settings.match_to]
-    reference = next((m for m in configs.values() if not m.match_params), None)
-    if reference is None and any(m.match_params for m in configs.values()):
-        raise ConfigError("match_to", "every model asks to be matched (match_params) and none is the size reference; "
-                                      "set match_to=<model key> or add a model without match_params")
-    return reference
-
-
 def _check_combination(plan: ContinualPlan, job: ContinualJob) -> None:
     s, strategy = plan.stream, plan.strategy
     for i, plugin in enumerate(plan.plugins):
@@ -159,15 +148,9 @@ def resolve(settings: ContinualConfig) -> ContinualPlan:
                                                f"of each of the {config.n_experiences} experiences")
     plan = ContinualPlan(settings, config, stream, strategy, _plugins(settings))
     model_configs = {key: registered(MODELS, node, f"models.{key}", "model") for key, node in settings.models.items()}
-    reference = _reference(settings, model_configs)
     sizes = (stream.vocab_size, stream.n_classes, stream.seq_len)
-    target = count_params(build_model(reference, *sizes)) if reference is not None else None
-    for key, model_config in model_configs.items():
-        if model_config.match_params and model_config is not reference:
-            try:
-                model_config = match_params(model_config, target, *sizes)
-            except ConfigError as err:
-                raise err.under(f"models.{key}") from None
+    at_stream = matched(model_configs, size_reference(model_configs, settings.match_to), *sizes)
+    for key, model_config in at_stream.items():
         try:
             params = count_params(build_model(model_config, *sizes))
         except ConfigError as err:

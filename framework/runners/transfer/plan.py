@@ -13,7 +13,8 @@ from typing import Dict, List
 
 from framework.config import container, registered
 from framework.errors import ConfigError
-from framework.models import MODELS, ModelConfig, build_model, count_params, match_params
+from framework.models import MODELS, ModelConfig, build_model
+from framework.models.capacity import matched, size_reference
 from framework.runners.transfer.config import TransferConfig
 from framework.tasks import TASKS, Task, TaskConfig, build_task
 from framework.tasks.padded import PaddedTask
@@ -89,23 +90,7 @@ def _phase(settings: TransferConfig, index: int, node) -> Phase:
 
 def _matched(settings: TransferConfig, sizes: tuple[int, int, int]) -> Dict[str, ModelConfig]:
     configs = {key: registered(MODELS, node, f"models.{key}", "model") for key, node in settings.models.items()}
-    if settings.match_to is not None and settings.match_to not in configs:
-        raise ConfigError("match_to", f"no model '{settings.match_to}' in this run; models: {', '.join(configs)}")
-    reference = (configs[settings.match_to] if settings.match_to is not None
-                 else next((m for m in configs.values() if not m.match_params), None))
-    if reference is None and any(m.match_params for m in configs.values()):
-        raise ConfigError("match_to", "every model asks to be matched (match_params) and none is the size "
-                                      "reference; set match_to=<model key> or add a model without match_params")
-    out = {}
-    for key, config in configs.items():
-        if config.match_params and config is not reference:
-            target = count_params(build_model(reference, *sizes))
-            try:
-                config = match_params(config, target, *sizes)
-            except ConfigError as err:
-                raise err.under(f"models.{key}") from None
-        out[key] = config
-    return out
+    return matched(configs, size_reference(configs, settings.match_to), *sizes)
 
 
 def resolve(settings: TransferConfig) -> TransferPlan:

@@ -11,7 +11,8 @@ from typing import Dict, List
 
 from framework.config import registered
 from framework.errors import ConfigError
-from framework.models import MODELS, ModelConfig, build_model, count_params, match_params
+from framework.models import MODELS, ModelConfig, build_model
+from framework.models.capacity import matched, size_reference
 from framework.probes.running import check_request, snapshots_needed
 from framework.runners.windtunnel.config import WindTunnelConfig
 from framework.tasks import TASKS, Task, TaskConfig, build_task
@@ -123,20 +124,6 @@ def _check_snapshots(job: Job) -> None:
                           f"{written}; set train.snapshot_every to at most half the steps (e.g. the eval_every value)")
 
 
-def _reference(settings: WindTunnelConfig, model_configs: dict[str, ModelConfig]) -> ModelConfig | None:
-    """The model whose parameter count the ``match_params`` models take (``match_to``)."""
-    if settings.match_to is not None:
-        if settings.match_to not in model_configs:
-            raise ConfigError("match_to", f"no model '{settings.match_to}' in this run; models: "
-                                          f"{', '.join(model_configs)}")
-        return model_configs[settings.match_to]
-    reference = next((m for m in model_configs.values() if not m.match_params), None)
-    if reference is None and any(m.match_params for m in model_configs.values()):
-        raise ConfigError("match_to", "every model asks to be matched (match_params) and none is the size "
-                                      "reference; set match_to=<model key> or add a model without match_params")
-    return reference
-
-
 def resolve(settings: WindTunnelConfig) -> WindTunnelPlan:
     """Every (task, model) job of ``settings``, validated and sized; raises ConfigError before compute."""
     _check_extras(settings)
@@ -152,7 +139,7 @@ def resolve(settings: WindTunnelConfig) -> WindTunnelPlan:
             log.warning("train_by.%s matches no task, model or job of this run (%s); ignored",
                         key, ", ".join(sorted(job_keys)))
     model_configs = {key: registered(MODELS, node, f"models.{key}", "model") for key, node in settings.models.items()}
-    reference = _reference(settings, model_configs)
+    reference = size_reference(model_configs, settings.match_to)
     jobs = []
     for task_key, node in settings.tasks.items():
         task_config = registered(TASKS, node, f"tasks.{task_key}", "task")
@@ -166,14 +153,8 @@ def resolve(settings: WindTunnelConfig) -> WindTunnelPlan:
                 task.all_sequences()
             except ValueError as err:
                 raise ConfigError("matrix", f"task '{task_key}': {err}") from None
-        sizes = (task.vocab_size, task.n_classes, task.seq_len)
-        target = count_params(build_model(reference, *sizes)) if reference is not None else None
-        for model_key, model_config in model_configs.items():
-            if model_config.match_params and model_config is not reference:
-                try:
-                    model_config = match_params(model_config, target, *sizes)
-                except ConfigError as err:
-                    raise err.under(f"models.{model_key}") from None
+        at_task = matched(model_configs, reference, task.vocab_size, task.n_classes, task.seq_len)
+        for model_key, model_config in at_task.items():
             jobs.append(Job(task_key, model_key, task_config, model_config, _train_for(settings, task_key, model_key),
                             task, variants, task_key in settings.matrix, list(settings.probes)))
             _check_snapshots(jobs[-1])
