@@ -39,3 +39,6 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.selective_scan
 	$(PY) -m benchmarks.scaling
 	$(PY) -m benchmarks.eval_cost
+	$(PY) -m benchmarks.causal_oracles
+	$(PY) -m benchmarks.causal_querygen
+	$(PY) -m benchmarks.continual_step
