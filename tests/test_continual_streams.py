@@ -195,3 +195,96 @@ def test_stream_config_accepts_its_dataclass_and_mappings():
     config = stream_config(TINY_STREAMS["prior_shift"])
     assert stream_config(config) is config
     assert build_stream(config).config == config
+
+
+HIDDEN = {**TINY_STREAMS["prior_shift"], "hidden": True, "n_experiences": 4,
+          "priors": ["uniform", "sticky", "cyclic", "sparse_emissions"]}
+
+
+def forward_reference(trans: list, emit: list, obs: list) -> list:
+    """Plain-loop forward filter: alpha_1 = uniform * E[., o_1], alpha_t = (alpha_{t-1} T) * E[., o_t], normalised."""
+    S = len(trans)
+    out, alpha = [], [emit[s][obs[0]] / S for s in range(S)]
+    for t in range(len(obs)):
+        if t > 0:
+            alpha = [sum(prev[r] * trans[r][s] for r in range(S)) * emit[s][obs[t]] for s in range(S)]
+        total = sum(alpha)
+        prev = [a / total for a in alpha]
+        out.append(prev)
+    return out
+
+
+def test_hidden_prior_shift_posterior_is_the_forward_filter_of_the_fixed_hmm():
+    from framework.tasks.hmm import OBS, SEP, SYMBOL0
+    stream = build_stream(HIDDEN)
+    first = stream.tasks[0].base
+    assert stream.vocab_size == PriorHMMTask(HMMConfig(S=3, O=3, K=4), HMMPriorConfig()).vocab_size  # same vocabulary
+    assert stream.n_classes == 3 and stream.seq_len == 1 + 2 * 4
+    for e, (train, test) in enumerate(zip(stream.train_stream, stream.test_stream)):
+        task = stream.tasks[e].base
+        assert task.vocab_size == first.vocab_size and task.n_classes == first.n_classes and task.seq_len == first.seq_len
+        T = (task.trans_hundredths.double() / 100).tolist()
+        E = (task.emit_hundredths.double() / 100).tolist()
+        for row in task.trans_hundredths.tolist() + task.emit_hundredths.tolist():
+            assert sum(row) == 100 and min(row) >= 5
+        positions = stream.tasks[e].scored_positions.tolist()
+        for dataset in (train.dataset, test.dataset):
+            tokens, target, _ = items(dataset)
+            assert (tokens[:, 0] == SEP).all() and (tokens[:, 1::2] == OBS).all()
+            assert (tokens[:, 2::2] >= SYMBOL0).all() and positions == list(range(2, stream.seq_len, 2))
+            for b in range(tokens.shape[0]):
+                obs = [x - SYMBOL0 for x in tokens[b, positions].tolist()]
+                expected = torch.tensor(forward_reference(T, E, obs), dtype=torch.float64)
+                assert torch.allclose(target[b, positions], expected, atol=1e-9, rtol=0)
+            assert torch.allclose(task.posterior_reference(tokens), target[:, positions], atol=1e-12)
+
+
+def test_hidden_prior_shift_experiences_differ_and_follow_their_prior():
+    stream = build_stream(HIDDEN)
+    params = [(t.base.trans_hundredths.tolist(), t.base.emit_hundredths.tolist()) for t in stream.tasks]
+    assert len({repr(p) for p in params}) == 4  # one HMM per experience, all different
+    sticky = stream.tasks[1].base.trans_hundredths
+    assert sticky.diagonal().float().mean() > 50  # kappa = 10 on the diagonal: a persistent chain
+    # the HMM is fixed within an experience: train and test sequences share it
+    a = stream.tasks[0].base.draw_parameters(2, torch.Generator())
+    assert torch.equal(a[0][0], a[0][1]) and torch.equal(a[1][0], a[1][1])
+
+
+def test_hidden_prior_shift_is_fixed_by_its_seed():
+    a, b = build_stream(HIDDEN), build_stream(HIDDEN)
+    other = build_stream({**HIDDEN, "seed": 1})
+    for e in range(4):
+        assert torch.equal(a.tasks[e].base.trans_hundredths, b.tasks[e].base.trans_hundredths)
+        assert torch.equal(a.tasks[e].base.emit_hundredths, b.tasks[e].base.emit_hundredths)
+        cl_data.clear_cache()
+        ta, ya, _ = items(a.train_stream[e].dataset)
+        cl_data.clear_cache()
+        tb, yb, _ = items(b.train_stream[e].dataset)
+        assert torch.equal(ta, tb) and torch.equal(ya, yb)
+        assert not (torch.equal(a.tasks[e].base.trans_hundredths, other.tasks[e].base.trans_hundredths)
+                    and torch.equal(a.tasks[e].base.emit_hundredths, other.tasks[e].base.emit_hundredths))
+
+
+def test_hidden_false_is_the_in_context_stream_unchanged():
+    plain = build_stream(TINY_STREAMS["prior_shift"])
+    explicit = build_stream({**TINY_STREAMS["prior_shift"], "hidden": False})
+    assert stream_config(TINY_STREAMS["prior_shift"]).hidden is False
+    assert [type(t.base) for t in plain.tasks] == [PriorHMMTask, PriorHMMTask]
+    assert plain.tasks[0].key == explicit.tasks[0].key and "hidden" not in plain.tasks[0].key[0]
+    for e in range(2):
+        tp, yp, _ = items(plain.train_stream[e].dataset)
+        te, ye, _ = items(explicit.train_stream[e].dataset)
+        assert torch.equal(tp, te) and torch.equal(yp, ye)
+        # the same sequences PriorHMMTask makes directly from the chunk seed (what the stream made before)
+        task = plain.tasks[e]
+        seed = source_of(plain.train_stream[e].dataset).seed
+        direct = task.base.sample(CHUNK, torch.Generator().manual_seed(cl_data.derive_seed(seed, 0)))
+        assert torch.equal(tp, direct.tokens[:16])
+        assert direct.tokens.shape[1] == 3 + 9 + 9 + 8  # the in-context layout: header then ([OBS] o) x K
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_hidden_must_be_a_bool(bad):
+    with pytest.raises(ConfigError) as err:
+        build_stream({**TINY_STREAMS["prior_shift"], "hidden": bad})
+    assert err.value.field == "hidden"

@@ -20,6 +20,12 @@ slowly moving posteriors; sparse emissions nearly reveal the state). A model tha
 filter itself would not forget under this shift; forgetting here measures how far it learned the
 prior's shortcuts instead.
 
+Hidden parameters (``HiddenPriorHMMTask``, the stream's ``hidden: true``): each experience draws ONE
+HMM from its prior (seeded by the stream seed and the experience index), keeps it for the whole
+experience (train and test), and shows only the observations, ``[SEP] ([OBS] o_t) x K``. The exact
+posterior is the forward filter under that experience's fixed (T, E), so experiences are genuinely
+different tasks and a model must learn each one's dynamics: what it learned can be forgotten.
+
 Dirichlet draws use numpy's Generator seeded from the torch generator, so a batch is still a
 function of the generator alone (torch has no seeded gamma sampler).
 """
@@ -90,9 +96,21 @@ class PriorHMMTask(HMMTask):
         return rows(self._alpha_trans).to(generator.device), rows(self._alpha_emit).to(generator.device)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        B, S, O, K, device = batch_size, self.S, self.O, self.K, generator.device
+        B, S, O, device = batch_size, self.S, self.O, generator.device
         trans, emit = self.draw_parameters(B, generator)
-        # The chain, as in HMMTask.sample: inverse CDF on integer hundredths, one gather per step.
+        labels, observations = self._chain(trans, emit, generator)
+        const = self._const(B, device)
+        tokens = torch.cat(
+            [const(TRANS), trans.reshape(B, S * S) - FLOOR, const(EMIT), emit.reshape(B, S * O) - FLOOR, const(SEP),
+             self._steps(observations)],
+            dim=1,
+        )
+        return Batch(tokens, self.positions().to(device), self.posterior(tokens), labels)
+
+    def _chain(self, trans: torch.Tensor, emit: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states and observations (B, K) each, as in HMMTask.sample: inverse CDF on integer
+        hundredths, one gather per step."""
+        B, S, O, K, device = trans.shape[0], self.S, self.O, self.K, generator.device
         z = torch.randint(0, S, (B, 1), generator=generator, device=device)
         u = torch.randint(0, 100, (B, 2 * K - 1), generator=generator, device=device)
         u_emit, u_trans = u[:, :K], u[:, K:]
@@ -103,13 +121,68 @@ class PriorHMMTask(HMMTask):
         labels = torch.cat(states, 1)  # (B, K)
         emit_rows = emit.cumsum(-1).gather(1, labels[:, :, None].expand(B, K, O))  # (B, K, O)
         observations = (u_emit[:, :, None] >= emit_rows).sum(-1)  # (B, K)
+        return labels, observations
 
+    @staticmethod
+    def _const(B: int, device: torch.device):
         def const(token: int, n: int = 1) -> torch.Tensor:
             return torch.full((B, n), token, dtype=torch.long, device=device)
+        return const
 
-        steps = torch.stack([const(OBS, K), observations + SYMBOL0], -1).reshape(B, 2 * K)
-        tokens = torch.cat(
-            [const(TRANS), trans.reshape(B, S * S) - FLOOR, const(EMIT), emit.reshape(B, S * O) - FLOOR, const(SEP), steps],
-            dim=1,
-        )
+    def _steps(self, observations: torch.Tensor) -> torch.Tensor:
+        """([OBS] o_t) for t = 1..K: (B, 2K) tokens."""
+        B, K = observations.shape
+        return torch.stack([self._const(B, observations.device)(OBS, K), observations + SYMBOL0], -1).reshape(B, 2 * K)
+
+
+class HiddenPriorHMMTask(PriorHMMTask):
+    """ONE HMM drawn from ``prior`` with ``seed`` and kept for every sequence; its parameters are not
+    in the context (the prior_shift stream with ``hidden: true``).
+
+    Layout ``[SEP] ([OBS] o_1) .. ([OBS] o_K)`` in the same vocabulary as the in-context task (the
+    probability, [TRANS] and [EMIT] tokens are simply unused), so vocab_size and n_classes do not
+    change between experiences. T and E are drawn exactly as :class:`PriorHMMTask` draws one
+    sequence's parameters (Dirichlet from the prior, clipped at 0.05, ``discretise_rows`` to integer
+    hundredths), from a generator seeded with ``seed``. The exact posterior at o_t is the forward
+    filter under that fixed (T, E) (``HMMTask.posterior``, float64, fed the fixed parameters), so a
+    model has to learn each experience's dynamics from data: different experiences are different
+    tasks, and forgetting is measurable.
+    """
+
+    def __init__(self, config: HMMConfig, prior: HMMPriorConfig, seed: int):
+        super().__init__(config, prior)
+        self.name = f"hmm[{prior.prior},hidden]"
+        self.hmm_seed = int(seed)
+        trans, emit = PriorHMMTask.draw_parameters(self, 1, torch.Generator("cpu").manual_seed(self.hmm_seed))
+        self.trans_hundredths, self.emit_hundredths = trans[0], emit[0]  # (S, S), (S, O) long
+        self.trans_pos = self.emit_pos = -1  # no parameters in the context
+        self.sep_pos = 0
+        self.header_len = 1  # [SEP]; the first [OBS] sits at 1, o_t at 2 + 2(t-1)
+        self.seq_len = self.header_len + 2 * self.K
+
+    def draw_parameters(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed T and E as integer hundredths, repeated over the batch (draws nothing)."""
+        device = generator.device
+        return (self.trans_hundredths.to(device).expand(batch_size, -1, -1).contiguous(),
+                self.emit_hundredths.to(device).expand(batch_size, -1, -1).contiguous())
+
+    def decode_parameters(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed T (B, S, S) and E (B, S, O) as float64 probabilities (not read from the tokens)."""
+        B = tokens.shape[0]
+        trans = (self.trans_hundredths.to(tokens.device, torch.float64) / 100).expand(B, -1, -1).contiguous()
+        emit = (self.emit_hundredths.to(tokens.device, torch.float64) / 100).expand(B, -1, -1).contiguous()
+        return trans, emit
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        B, device = batch_size, generator.device
+        trans, emit = self.draw_parameters(B, generator)
+        labels, observations = self._chain(trans, emit, generator)
+        tokens = torch.cat([self._const(B, device)(SEP), self._steps(observations)], dim=1)
         return Batch(tokens, self.positions().to(device), self.posterior(tokens), labels)
+
+    def _parse(self, seq: list[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """The fixed parameters and the observations read by walking the layout (for the references)."""
+        assert seq[0] == SEP and seq[1::2] == [OBS] * self.K
+        trans = np.array(self.trans_hundredths.tolist(), dtype=np.float64) / 100
+        emit = np.array(self.emit_hundredths.tolist(), dtype=np.float64) / 100
+        return trans, emit, [x - SYMBOL0 for x in seq[2::2]]

@@ -16,7 +16,10 @@ Streams (SPEC §4):
 * ``prior_shift``: HMM filtering whose T/E rows come from a different prior per experience
   (sticky, cyclic, sparse emissions, ...; :mod:`framework.continual.hmm_prior`), cycling through
   ``priors``. Same tokens and classes throughout; what shifts is the distribution of parameters,
-  observations and exact posteriors.
+  observations and exact posteriors. With ``hidden: true`` each experience instead draws ONE HMM
+  from its prior (seed ``derive_seed(seed, e, 2)``), keeps it for train and test, and shows only
+  the observations (``[SEP] ([OBS] o_t) x K``, same vocabulary and classes): the exact posterior is
+  the forward filter under that fixed HMM, so experiences differ and forgetting is measurable.
 * ``task_sequence``: bijection, then HMM, then recall, then task identification (``tasks``,
   cycled), in one model. How one model reads them: every task gets its own disjoint token range
   in one shared vocabulary (offsets in the order of ``tasks``) and one PAD token after them;
@@ -47,7 +50,7 @@ from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from torch import nn
 
 from framework.continual.data import TEST, TRAIN, ExperienceTask, derive_seed, experience_dataset
-from framework.continual.hmm_prior import PRIORS, HMMPriorConfig, PriorHMMTask
+from framework.continual.hmm_prior import PRIORS, HiddenPriorHMMTask, HMMPriorConfig, PriorHMMTask
 from framework.errors import ConfigError, require
 from framework.models.base import SequenceModel
 from framework.tasks import HMMConfig, Task, build_task
@@ -93,9 +96,11 @@ class PriorShiftConfig(StreamConfig):
     kappa: float = 10.0  # structured Dirichlet mass (sticky, cyclic, diagonal_emissions)
     alpha_sparse: float = 0.1  # concentration of the sparse priors
     hmm: dict = field(default_factory=dict)  # HMM sizes: S, O, K (defaults: the paper's 5, 5, 20)
+    hidden: bool = False  # one fixed HMM per experience, parameters not in context (HiddenPriorHMMTask)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(isinstance(self.hidden, bool), "hidden", f"must be true or false, got {self.hidden!r}")
         require(isinstance(self.priors, (list, tuple)) and len(self.priors) >= 1, "priors",
                 f"must be a non-empty list of {', '.join(PRIORS)}; got {self.priors!r}")
         for prior in self.priors:
@@ -217,8 +222,10 @@ def _assemble(config: StreamConfig, tasks: list[ExperienceTask], vocab_size: int
 
 
 def _key(config: StreamConfig, e: int) -> tuple:
-    # the chunk cache key: everything that decides the experience's sequences (not its size)
-    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("n_train", "n_test")}
+    # the chunk cache key: everything that decides the experience's sequences (not its size);
+    # prior_shift's hidden=False is left out so that the key is what it was before the option existed
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("n_train", "n_test")
+              and not (k == "hidden" and v is False)}
     return (repr(sorted(values.items())), e)
 
 
@@ -245,9 +252,13 @@ def prior_shift(config: PriorShiftConfig) -> WindTunnelStream:
     tasks = []
     for e in range(config.n_experiences):
         prior = HMMPriorConfig(config.priors[e % len(config.priors)], config.kappa, config.alpha_sparse)
-        base = PriorHMMTask(hmm, prior)
+        if config.hidden:  # one HMM per experience, drawn from derive_seed(seed, e, 2), never shown
+            base = HiddenPriorHMMTask(hmm, prior, _task_seed(config, e))
+            label = f"hmm prior={prior.prior} hidden"
+        else:
+            base, label = PriorHMMTask(hmm, prior), f"hmm prior={prior.prior}"
         tasks.append(ExperienceTask(base, torch.arange(base.vocab_size), base.seq_len, base.n_classes, 0,
-                                    _key(config, e), f"hmm prior={prior.prior}"))
+                                    _key(config, e), label))
     first = tasks[0].base
     return _assemble(config, tasks, first.vocab_size, first.n_classes, first.seq_len)
 
