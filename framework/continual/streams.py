@@ -53,6 +53,7 @@ from framework.continual.data import TEST, TRAIN, ExperienceTask, derive_seed, e
 from framework.continual.hmm_prior import PRIORS, HiddenPriorHMMTask, HMMPriorConfig, PriorHMMTask
 from framework.errors import ConfigError, require
 from framework.models.base import SequenceModel
+from framework.registry import config_from
 from framework.tasks import HMMConfig, Task, build_task
 
 MASKED_LOGIT = -1e4  # softmax gives exactly 0 in float32, and 0 * MASKED_LOGIT = 0 in the soft loss
@@ -320,33 +321,12 @@ TINY_STREAMS: dict[str, dict] = {
 
 def stream_config(config: StreamConfig | Mapping[str, Any]) -> StreamConfig:
     """The registered config dataclass for a config or a mapping with ``name`` (checks every field)."""
-    return _config_from(STREAMS, config, "stream")
+    return config_from(STREAMS, _plain(config) if isinstance(config, Mapping) else config, "stream")
 
 
 def build_stream(config: StreamConfig | Mapping[str, Any]) -> WindTunnelStream:
     config = stream_config(config)
     return STREAMS[config.name][1](config)
-
-
-def _config_from(registry: dict, config: Any, kind: str) -> Any:
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        name, values = getattr(config, "name", "?"), None
-    elif isinstance(config, Mapping):
-        name, values = config.get("name", "?"), dict(config)
-    else:
-        raise TypeError(f"expected a {kind} config dataclass or a mapping, got {type(config).__name__}")
-    if name not in registry:
-        raise ConfigError("name", f"unknown {kind} {name!r}; choose one of: {', '.join(registry)}")
-    cls = registry[name][0]
-    if values is None:
-        if type(config) is cls:
-            return config
-        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in allowed:
-            raise ConfigError(str(key), f"not a field of the {name} {kind}; fields: {', '.join(sorted(allowed))}")
-    return cls(**{k: _plain(v) for k, v in values.items()})
 
 
 def _plain(value: Any) -> Any:
