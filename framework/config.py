@@ -27,8 +27,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # Settings that never change a result: left out of the config hash that names a sweep job's folder
 # and out of the settings a finished job is compared on. The one definition of them. (runtime.device
-# and runtime.deterministic do change results: CUDA runs under bf16 autocast.)
-RESULT_NEUTRAL = frozenset({"hydra", "resume", "runtime.threads", "runtime.progress"})
+# and runtime.deterministic do change results: CUDA runs under bf16 autocast.) checkpoint_every is
+# the continual runner's step-checkpoint interval: a resumed run ends the same whatever it was.
+RESULT_NEUTRAL = frozenset({"hydra", "resume", "runtime.threads", "runtime.progress", "checkpoint_every"})
 
 
 @dataclass

@@ -97,6 +97,7 @@ def test_the_four_architectures_run_naive_and_a_plasticity_method(compose, tmp_p
     ("plugins=[{name: redo, tau: 0.0}]", "plugins[0].tau"),
     ("plugins=[{name: shrink_perturb, shrink: -0.1}]", "plugins[0].shrink"),
     ("+strategy.train_epochs=3", "strategy.train_epochs"),
+    ("checkpoint_every=-1", "checkpoint_every"),
     (("models.lstm.n_layers=1", "models.lstm.match_params=false"), "plugins[0]"),  # with cbp: a 1-layer LSTM has no unit that may be reset
     ("method=joint", "plugins"),  # with cbp: joint has no later experience to keep plastic
 ])
@@ -161,7 +162,7 @@ def _windtunnel(args, run_dir):
 def test_kill_9_at_random_points_then_resume_gives_identical_metrics(tmp_path):
     args = ["experiment=continual/smoke", "runtime.progress=false", "runtime.threads=1", "~models.mamba",
             "~models.mlp", "method=ewc", "plugins=[{name: cbp, replacement_rate: 0.05, maturity: 2}]",
-            "stream.n_experiences=12", "stream.n_train=256", "stream.n_test=32"]
+            "stream.n_experiences=12", "stream.n_train=256", "stream.n_test=32", "checkpoint_every=5"]
     reference = _windtunnel(args, tmp_path / "reference")
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     run_dir = tmp_path / "killed"

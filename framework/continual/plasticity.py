@@ -132,6 +132,8 @@ class _UnitPlugin(SupervisedPlugin):
         """After a checkpoint's attributes were loaded (framework.continual.state): hook the units of
         the restored model again, keeping the statistics the checkpoint holds."""
         saved = self.__dict__.get("state")
+        if self.stats is not None:  # the hooks of the model's units before the restore (a step checkpoint)
+            self.stats.remove()
         self._model, self.stats = None, None
         self._attach(strategy)
         if saved is not None:

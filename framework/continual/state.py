@@ -3,7 +3,8 @@
 Avalanche's ``save_checkpoint`` pickles the whole strategy with dill and fails with torch 2.14, and
 a pickle of objects cannot be loaded with ``weights_only=True`` (which refuses to run code). So a
 continual checkpoint is built here instead, at an experience boundary (after ``strategy.train``
-returned): the model and optimizer ``state_dict``s, the clock, the global RNGs (torch, python,
+returned) or between two steps of an experience (framework.continual.steps replays what the data
+loaders hold, which is not here): the model and optimizer ``state_dict``s, the clock, the global RNGs (torch, python,
 numpy), and every plugin's attributes, encoded recursively:
 
 * tensors, numbers, strings, None: as they are; dicts (``defaultdict(dict)`` too), lists, tuples
@@ -37,7 +38,7 @@ from avalanche.training.utils import ParamData
 from torch import nn
 
 # attributes that are rebuilt, not restored (per plugin attribute name)
-SKIP = {"_model", "groups", "stats", "buffer_dataloader", "buffer_dliter", "stream", "supports_distributed"}
+SKIP = {"_model", "groups", "stats", "buffer_dataloader", "buffer_dliter", "stream", "supports_distributed", "rng_tape"}
 ALLOWED_PACKAGES = ("avalanche.", "framework.")
 
 
@@ -123,18 +124,29 @@ def _decode(value: Any, model: nn.Module) -> Any:
     raise ValueError(f"unknown encoded kind {kind!r}")
 
 
-def rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": _encode(random.getstate(), "python_rng"),
+def rng_from(raw: tuple) -> dict:
+    """(torch.get_rng_state(), random.getstate(), np.random.get_state()) as tensors and plain containers."""
+    torch_state, python_state, (kind, keys, pos, has_gauss, cached) = raw
+    return {"torch": torch_state.clone(), "python": _encode(python_state, "python_rng"),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+def rng_to(state: dict) -> tuple:
+    """The inverse of :func:`rng_from`."""
     py = _decode(state["python"], nn.Module())
-    random.setstate((py[0], tuple(py[1]), py[2]))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    return state["torch"], (py[0], tuple(py[1]), py[2]), (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
+def rng_state() -> dict:
+    return rng_from((torch.get_rng_state(), random.getstate(), np.random.get_state()))
+
+
+def set_rng_state(state: dict) -> None:
+    torch_state, python_state, numpy_state = rng_to(state)
+    torch.set_rng_state(torch_state)
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 def _plugins(strategy) -> list:
@@ -145,7 +157,8 @@ def _plugins(strategy) -> list:
 
 
 def strategy_state(strategy) -> dict:
-    """Everything that decides what ``strategy`` does next, at an experience boundary."""
+    """Everything that decides what ``strategy`` does next, at an experience boundary (or between two
+    steps of an experience, with framework.continual.steps for what its loaders hold)."""
     plugins = _plugins(strategy)
     state = {
         "model": {k: v.detach().cpu().clone() for k, v in strategy.model.state_dict().items()},
@@ -160,8 +173,10 @@ def strategy_state(strategy) -> dict:
     return state
 
 
-def load_strategy_state(strategy, state: dict, stream=None) -> None:
-    """Put ``state`` (from :func:`strategy_state`) into a freshly built ``strategy`` of the same config."""
+def load_strategy_state(strategy, state: dict, stream=None, within_experience: bool = False) -> None:
+    """Put ``state`` (from :func:`strategy_state`) into a freshly built ``strategy`` of the same config,
+    or (``within_experience``) into the strategy training on the experience the state was taken in,
+    whose datasets and loaders Avalanche has made already (framework.continual.steps)."""
     strategy.model.load_state_dict(state["model"])
     # Avalanche resets the optimizer the first time it sees it; do that now, so the loaded state stays
     strategy.make_optimizer(reset_optimizer_state=True)
@@ -175,7 +190,7 @@ def load_strategy_state(strategy, state: dict, stream=None) -> None:
             setattr(plugin, k, _decode(v, strategy.model))
         if hasattr(plugin, "on_restore"):
             plugin.on_restore(strategy)
-    n = state.get("cumulative_experiences")
+    n = None if within_experience else state.get("cumulative_experiences")
     if n:
         from avalanche.benchmarks.utils import concat_datasets
 

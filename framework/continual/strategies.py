@@ -244,14 +244,28 @@ class MaterialisedBuffer(ExperienceBalancedBuffer):
 class PosteriorAGEMPlugin(AGEMPlugin):
     """A-GEM (Chaudhry et al. 2019) as shipped, with each experience's memory held in memory."""
 
+    rng_tape = None  # framework.continual.steps: its memory draws are draw points of the experience
+
     def on_restore(self, strategy) -> None:
         """After a checkpoint (framework.continual.state): the memory loader, as update_memory makes
-        it (its iterator is lazy, so making it draws nothing from the RNGs)."""
-        if self.buffers:
+        it (its iterator is lazy, so making it draws nothing from the RNGs). Within an experience (a
+        step checkpoint) the loader the experience has been drawing from is kept."""
+        if self.buffers and self.buffer_dataloader is None:
             self.buffer_dataloader = GroupBalancedInfiniteDataLoader(
                 self.buffers, batch_size=self.sample_size // len(self.buffers), num_workers=0, pin_memory=False,
                 persistent_workers=False)
             self.buffer_dliter = iter(self.buffer_dataloader)
+
+    def sample_from_memory(self):
+        if self.rng_tape is None:
+            return super().sample_from_memory()
+        with self.rng_tape.draw():
+            return super().sample_from_memory()
+
+    def skip_iteration(self, strategy) -> None:
+        """A step replayed without training (framework.continual.steps): its memory draw only."""
+        if len(self.buffers) > 0:
+            self.sample_from_memory()
 
     def update_memory(self, dataset, num_workers=0, **kwargs):
         if len(dataset) > self.patterns_per_experience:

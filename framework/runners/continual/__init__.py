@@ -2,7 +2,8 @@
 models, on Avalanche, scored in exact bits (SPEC §4; framework.continual is the library).
 
     plan     the stream, strategy, plugins and models built and checked (plan.py)
-    run      per model: the fresh baseline, then the stream, checkpointed after every experience (jobs.py)
+    run      per model: the fresh baseline, then the stream, checkpointed every checkpoint_every steps
+             inside an experience and after every experience; resumed at the step (jobs.py)
     report   report.md, a heatmap of R per job, plasticity and feature statistics along the stream (report.py)
 
 A run entry of ``metrics.json`` carries ``stream``, ``strategy``, ``plugins``, ``model``, ``matrix``

@@ -2,15 +2,22 @@
 
 A job keeps its own folder: ``fresh.json`` (the fresh-model baseline F_j, one experience at a time),
 ``state.pt`` (the strategy's whole state after the last finished experience:
-framework.continual.state), Avalanche's logs (``log.txt`` from its TextLogger, ``csv/`` from its
-CSVLogger, ``tb/`` from its TensorboardLogger) and ``result.json``, written last.
+framework.continual.state), ``step.pt`` (a step checkpoint inside the experience after that one:
+framework.continual.steps; ``fresh_step.pt`` likewise inside the fresh baseline's), Avalanche's logs
+(``log.txt`` from its TextLogger, ``csv/`` from its CSVLogger, ``tb/`` from its TensorboardLogger)
+and ``result.json``, written last. Every file is written atomically (framework.io).
 
-Resume granularity: the experience. A run killed at any point and rerun with ``resume=true``
-continues from the last finished experience (and, in the fresh baseline, the last finished
-experience of it); the experience it was inside is redone from its start, from the same state and
-RNG states, so the final metrics equal an uninterrupted run's on CPU. Inside an experience
-Avalanche's template holds state no state_dict reaches (its data-loader iterators, and those of
-Replay's and A-GEM's memory loaders), so a step-level checkpoint would not resume exactly.
+Resume granularity: the training step. Inside an experience a step checkpoint is written before
+every ``checkpoint_every``-th step (0: none), and ``state.pt`` after the experience (then the step
+checkpoint is removed; one left by a kill between the two is stale and ignored). A run killed at any
+point and rerun with ``resume=true`` continues from the last checkpoint: the experience it was in
+restarts from its starting state (``state.pt``, RNGs included, or the run's initial state), so
+Avalanche makes its data loaders and Replay's and A-GEM's memory loaders as before; the steps done
+are replayed without training, drawing only their batches and memory samples (with the RNG states
+they saw), then the step checkpoint is loaded and training goes on from the step after it. At most
+``checkpoint_every`` - 1 steps are trained again, and the final metrics equal an uninterrupted run's
+on CPU (tests/test_continual_resume.py kills every strategy and plugin inside an experience). The
+fresh baseline resumes the same way, per experience j.
 
 Seeds: the model's initial weights come from derive_seed(seed, "init", model key); the stream's
 data order (Avalanche's loaders and buffers draw from the global RNGs) from derive_seed(seed,
@@ -38,6 +45,7 @@ from tqdm.auto import tqdm
 from framework.continual.metrics import SIGN, ContinualRecorder, experience_bits
 from framework.continual.plasticity import build_plasticity
 from framework.continual.state import load_strategy_state, strategy_state
+from framework.continual.steps import StepCheckpoints
 from framework.continual.strategies import build_strategy
 from framework.errors import CheckpointError, ConfigError
 from framework.io import load_torch, save_torch, write_json
@@ -47,7 +55,9 @@ from framework.seeds import derive_seed, digest
 
 log = logging.getLogger(__name__)
 STATE = "state.pt"
+STEP = "step.pt"  # inside the experience after the last finished one (framework.continual.steps)
 FRESH = "fresh.json"
+FRESH_STEP = "fresh_step.pt"
 
 
 # ---------------------------------------------------------------- Avalanche loggers and progress
@@ -79,6 +89,13 @@ class BitsMetric(PluginMetric):
         value = float(self._sum) / self._n
         self.reset()
         return [MetricValue(self, "Loss_Epoch/train_phase/train_stream/Task000", value, strategy.clock.train_iterations)]
+
+    def step_state(self) -> dict:
+        return {"sum": None if self._sum is None else self._sum.detach().cpu(), "n": self._n}
+
+    def load_step_state(self, state: dict, strategy) -> None:
+        self._sum = None if state["sum"] is None else state["sum"].to(strategy.device)
+        self._n = state["n"]
 
     def after_training_exp(self, strategy):
         i = len(self.recorder.rows) - 1
@@ -115,6 +132,13 @@ class ExperienceBar(SupervisedPlugin):
 
     def after_training_iteration(self, strategy, **kwargs):
         self.bar.update(1)
+
+    def step_state(self) -> dict:
+        return {"n": int(self.bar.n)}
+
+    def load_step_state(self, state: dict, strategy) -> None:
+        """Resumed inside an experience (framework.continual.steps): the steps done before."""
+        self.bar.update(state["n"] - self.bar.n)
 
     def after_training_exp(self, strategy, **kwargs):
         self.bar.close()
@@ -168,6 +192,25 @@ def _read_json(path: Path):
         return None
 
 
+def step_checkpoint(path: Path, key: str, experience: int, strict: bool = True):
+    """The step checkpoint at ``path`` if it continues ``experience`` (the first unfinished one), else
+    None: one left from an experience that finished since (killed between the two writes) is stale,
+    and so, unless ``strict``, is one written with other settings (as fresh.json is)."""
+    if not path.exists():
+        return None
+    state = load_torch(path)
+    if not isinstance(state, dict) or state.get("settings_hash") != key:
+        if not strict:
+            path.unlink()
+            return None
+        raise CheckpointError(f"{path} was written with other settings than this run's; resume it with the "
+                              "settings it was run with, or use a new hydra.run.dir")
+    if state.get("experience") != experience:
+        path.unlink()
+        return None
+    return state
+
+
 def fresh_row(plan: ContinualPlan, job: ContinualJob, job_dir: Path, device, progress: bool) -> tuple[list, float]:
     """F_j for every experience j (a fresh model trained on j alone, same budget), resumable per j."""
     key = fresh_hash(plan, job)
@@ -182,17 +225,26 @@ def fresh_row(plan: ContinualPlan, job: ContinualJob, job_dir: Path, device, pro
     values = done["kl_bits"] if done and done.get("hash") == key else []
     seconds = done.get("seconds", 0.0) if done and done.get("hash") == key else 0.0
     naive = dataclasses.replace(plan.strategy, name="naive")
+    step_path = job_dir / FRESH_STEP
+    within = step_checkpoint(step_path, key, len(values), strict=False) if plan.settings.resume else None
+    if not plan.settings.resume:
+        step_path.unlink(missing_ok=True)
     for j in tqdm(range(len(values), n), desc=f"{job.model_key} fresh baseline", disable=not progress, leave=False,
                   dynamic_ncols=True):
         started = time.perf_counter()
+        before = seconds if within is None else within["seconds"]
+        steps = StepCheckpoints(plan.settings.checkpoint_every, save=lambda c, j=j, t0=started, before=before: save_torch(
+            step_path, {"settings_hash": key, "experience": j, "seconds": before + time.perf_counter() - t0, **c}))
+        steps.resume, within = within, None
         seed_all(derive_seed(plan.settings.seed, "fresh", j))
         model = plan.make_model(job).to(device)
-        strategy = build_strategy(naive, model, device=device)
+        strategy = build_strategy(naive, model, plugins=[steps], device=device)
         strategy.train(plan.stream.train_stream[j])
         values.append(experience_bits(strategy.model, plan.stream.test_stream[j].dataset, device,
                                       plan.strategy.eval_mb_size)["kl_bits"])
-        seconds += time.perf_counter() - started
+        seconds = before + time.perf_counter() - started
         write_json(path, {"hash": key, "kl_bits": values, "seconds": seconds})
+        step_path.unlink(missing_ok=True)
     if cache is not None:
         write_json(cache, {"hash": key, "kl_bits": values})
     return values, seconds
@@ -248,8 +300,9 @@ def run_job(plan: ContinualPlan, job: ContinualJob, run_dir: Path) -> dict:
                                  n_probe=settings.probe_sequences, tau=settings.dormant_tau)
     plasticity = [build_plasticity(dataclasses.asdict(p)) for p in plan.plugins]
     evaluator, handles = evaluator_for(recorder, job_dir)
+    steps = StepCheckpoints(settings.checkpoint_every)
     strategy = build_strategy(plan.strategy, model, plugins=[*plasticity, recorder,
-                                                             ExperienceBar(progress, job.name(plan))],
+                                                             ExperienceBar(progress, job.name(plan)), steps],
                               device=device, evaluator=evaluator)
     experiences = [stream.train_stream] if plan.strategy.name == "joint" else list(stream.train_stream)
     state_path = job_dir / STATE
@@ -263,15 +316,26 @@ def run_job(plan: ContinualPlan, job: ContinualJob, run_dir: Path) -> dict:
         start, train_seconds = state["experience"], state["train_seconds"]
     else:
         seed_all(derive_seed(settings.seed, "train", job.model_key))
+    step_path = job_dir / STEP
+    if settings.resume:
+        steps.resume = step_checkpoint(step_path, expected, start)
+    else:
+        step_path.unlink(missing_ok=True)
+    if steps.resume is not None:
+        train_seconds = steps.resume["train_seconds"]
+        log.info("%s: resuming experience %d at step %d", job.name(plan), start, steps.resume["step"])
     try:
         bar = tqdm(total=len(experiences), initial=start, desc=f"{job.name(plan)} stream", disable=not progress,
                    leave=False, dynamic_ncols=True, position=0)
         for e in range(start, len(experiences)):
             t0 = time.perf_counter()
+            steps.save = lambda c, e=e, t0=t0, before=train_seconds: save_torch(step_path, {
+                "settings_hash": expected, "experience": e, "train_seconds": before + time.perf_counter() - t0, **c})
             strategy.train(experiences[e])
             train_seconds += time.perf_counter() - t0
             save_torch(state_path, {"settings_hash": expected, "experience": e + 1, "train_seconds": train_seconds,
                                     "strategy": strategy_state(strategy)})
+            step_path.unlink(missing_ok=True)  # after state.pt: a kill between the two leaves a stale one
             bar.update(1)
             if recorder.rows:
                 bar.set_postfix(kl_bits=f"{np.mean(recorder.rows[-1]):.4f}")

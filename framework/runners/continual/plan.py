@@ -135,6 +135,11 @@ def resolve(settings: ContinualConfig) -> ContinualPlan:
         value = getattr(settings, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
+    if not isinstance(settings.checkpoint_every, int) or isinstance(settings.checkpoint_every, bool) \
+            or settings.checkpoint_every < 0:
+        raise ConfigError("checkpoint_every", "must be an integer >= 0 (training steps between checkpoints inside "
+                                              f"an experience; 0: only after each experience), got "
+                                              f"{settings.checkpoint_every!r}")
     if not (isinstance(settings.dormant_tau, (int, float)) and 0 <= settings.dormant_tau < 1):
         raise ConfigError("dormant_tau", f"must be in [0, 1), got {settings.dormant_tau!r}")
     try:
