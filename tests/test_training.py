@@ -12,7 +12,7 @@ from framework.metrics import EvalSet, evaluate
 from framework.models import TransformerConfig, build_model
 from framework.tasks import BijectionConfig, build_task
 from framework.training import TrainConfig, train
-from framework.training.loop import NonFiniteLoss
+from framework.training.loop import NonFiniteLoss, make_optimizer
 
 TASK = build_task(BijectionConfig(V=5, L=5))
 CFG = TrainConfig(steps=40, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=20, val_sequences=64,
@@ -148,3 +148,44 @@ def test_a_fresh_start_clears_snapshots_of_an_earlier_run(tmp_path):
     train(_model(), TASK, replace(CFG, steps=30, snapshot_every=10), tmp_path, seed=3, val_set=_val(), meta=META)
     train(_model(), TASK, replace(CFG, steps=20, snapshot_every=20), tmp_path, seed=3, val_set=_val(), meta=META)
     assert [p.name for p in sorted((tmp_path / "snapshots").glob("*.pt"))] == ["step_0000020.pt"]
+
+
+def test_value_lr_mult_trains_the_value_projections_at_that_multiple(tmp_path):
+    model = _model()
+    values = {id(p) for p in model.value_projections()}
+    assert len(values) == 2  # v_proj weight and bias of the one block
+    cfg = replace(CFG, steps=12, value_lr_mult=10.0, eval_every=100)
+    optimizer = make_optimizer(model, cfg)
+    grouped = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    assert all(grouped[i]["lr_mult"] == 10.0 for i in values)
+    assert all(g["lr_mult"] == 1.0 for i, g in grouped.items() if i not in values)
+    assert {i for i, g in grouped.items() if g["weight_decay"] > 0} == {id(p) for p in model.parameters() if p.dim() >= 2}
+    # In the loop: one step at the warmup lr, then AdamW's first update moves each weight by ~lr * mult.
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(model, TASK, replace(cfg, steps=1, warmup_steps=0, weight_decay=0.0), tmp_path, seed=1, val_set=_val(),
+          meta=META)
+    step = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    assert step["blocks.0.attn.v_proj.weight"] == pytest.approx(10 * CFG.lr, rel=1e-3)
+    assert step["blocks.0.attn.q_proj.weight"] == pytest.approx(CFG.lr, rel=1e-3)
+
+
+def test_without_a_value_lr_mult_the_groups_are_decay_then_no_decay():
+    optimizer = make_optimizer(_model(), CFG)
+    assert [(g["weight_decay"] > 0, g["lr_mult"]) for g in optimizer.param_groups] == [(True, 1.0), (False, 1.0)]
+    assert optimizer.defaults["betas"] == (CFG.betas_1, CFG.betas_2)
+
+
+def test_an_entropy_mae_target_stops_training_and_both_targets_must_be_met(tmp_path):
+    out = train(_model(), TASK, replace(CFG, eval_every=10, target_entropy_mae_bits=1e3), tmp_path / "a", seed=3,
+                val_set=_val(), meta=META)
+    assert (out.steps, out.reached_target) == (10, True)
+    both = replace(CFG, steps=20, eval_every=10, target_entropy_mae_bits=1e3, target_kl_bits=1e-12)
+    out = train(_model(), TASK, both, tmp_path / "b", seed=3, val_set=_val(), meta=META)
+    assert (out.steps, out.reached_target) == (20, False)
+
+
+@pytest.mark.parametrize("field, value", [("betas_1", 1.0), ("betas_1", -0.1), ("value_lr_mult", 0.0),
+                                          ("target_entropy_mae_bits", -1.0)])
+def test_bad_optimizer_settings_are_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        replace(CFG, **{field: value})

@@ -53,3 +53,10 @@ class SequenceModel(nn.Module):
         override it; rows a copy adds are drawn from the global RNG, so the caller seeds it.
         """
         return self
+
+    def value_projections(self) -> list[nn.Parameter]:
+        """The attention value projections' parameters (weights and biases of every submodule named
+        ``v_proj``, the transformer's), which ``train.value_lr_mult`` trains at a higher learning rate
+        (Paper II's EM-like schedule). Architectures without attention have none."""
+        return [p for name, module in self.named_modules() if name.rsplit(".", 1)[-1] == "v_proj"
+                for p in module.parameters()]

@@ -35,17 +35,30 @@ class TrainResult:
     train_seconds: float
     history: list[dict] = field(default_factory=list)  # validation passes: step, kl_bits, entropy_mae_bits
     val_seconds: float = 0.0  # wall time of the validation passes of this call (not in train_seconds)
-    reached_target: bool = False  # a validation pass reached cfg.target_kl_bits (when it is set)
+    reached_target: bool = False  # a validation pass met cfg's targets (target_kl_bits, target_entropy_mae_bits)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW; ``fused=True`` picks the single-kernel implementation (None: torch's default, which is
-    foreach on CUDA and a per-tensor loop on CPU; on CPU neither beat it, benchmarks/README.md)."""
-    # Decay matrices only; biases, norms and 1-d parameters are left alone (nanoGPT's split).
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.betas_2), fused=fused)
+    foreach on CUDA and a per-tensor loop on CPU; on CPU neither beat it, benchmarks/README.md).
+
+    Matrices decay, biases, norms and 1-d parameters do not (nanoGPT's split). With
+    ``cfg.value_lr_mult`` != 1 the attention value projections get their own groups, whose
+    ``lr_mult`` the loop multiplies into the scheduled learning rate (Paper II's EM-like schedule).
+    ``cfg`` may be any settings object with ``lr``, ``weight_decay`` and ``betas_2`` (the continual
+    strategies pass theirs); ``betas_1`` and ``value_lr_mult`` default to 0.9 and 1.
+    """
+    value_mult = getattr(cfg, "value_lr_mult", 1.0)
+    values = {id(p) for p in getattr(model, "value_projections", list)()} if value_mult != 1 else set()
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((p.dim() >= 2, value_mult if id(p) in values else 1.0), []).append(p)
+    order = sorted(groups, key=lambda key: (not key[0], key[1] != 1.0))  # decay first, then the lr_mult groups
+    param_groups = [{"params": groups[key], "weight_decay": cfg.weight_decay if key[0] else 0.0,
+                     "lr": cfg.lr * key[1], "lr_mult": key[1]} for key in order]
+    betas = (getattr(cfg, "betas_1", 0.9), cfg.betas_2)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=betas, fused=fused)
 
 
 def loss_on(model: torch.nn.Module, batch: Batch, target: str) -> torch.Tensor:
@@ -130,7 +143,7 @@ def train(
                 f"at {ckpt_path}. Lower train.lr or raise train.warmup_steps.")
 
     def on_target() -> bool:
-        return cfg.target_kl_bits > 0 and bool(history) and history[-1]["kl_bits"] <= cfg.target_kl_bits
+        return bool(history) and cfg.targets_met(history[-1])
 
     model.train()
     try:
@@ -138,7 +151,7 @@ def train(
             started = time.perf_counter()
             lr = cfg.lr * warmup_cosine(state.step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)
             loss = train_step(model, forward_model, optimizer, task.sample(cfg.batch_size, generator), cfg)
             nonfinite |= ~torch.isfinite(loss.detach())  # on-device flag: no host sync per step
             state.step += 1
