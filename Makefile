@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test test-all smoke clean bench
+.PHONY: demo test test-all smoke clean bench bench-long
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,12 @@ test-all: $(STAMP)
 clean:
 	rm -rf runs multirun outputs
 
-# Every benchmark of benchmarks/README.md, about 10 minutes on 2 CPU cores; BENCH_QUICK=1 make bench
-# is a smoke run of the same code paths (minutes, numbers not meaningful).
+# Every benchmark of benchmarks/README.md, about 40 minutes on 2 CPU cores (time to target on
+# bijection V=10 at the demo size is 25 of them); BENCH_QUICK=1 make bench is a smoke run of the same
+# code paths (minutes, numbers not meaningful). bench-long: the whole time-to-target grid (three
+# cases, three sizes, both objectives) and the training-setting ablations, several hours on a CPU.
 bench: $(STAMP)
-	$(PY) -m benchmarks.time_to_target
+	$(PY) -m benchmarks.time_to_target --cases bijection_v10 --sizes demo
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.data_oracle
 	$(PY) -m benchmarks.selective_scan
@@ -42,3 +44,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.causal_oracles
 	$(PY) -m benchmarks.causal_querygen
 	$(PY) -m benchmarks.continual_step
+
+bench-long: $(STAMP)
+	$(PY) -m benchmarks.time_to_target --out time_to_target_grid
+	$(PY) -m benchmarks.train_ablation
