@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 from dataclasses import replace
 
 from tqdm.auto import tqdm
 
 from benchmarks.common import QUICK, pyplot, save, save_figure
-from benchmarks.time_to_target import CASES, DEFAULT_STEPS, job_for, run_once, step_seconds
+from benchmarks.time_to_target import CASES, DEFAULT_STEPS, job_for, run_once, step_seconds, summarise
 
 VARIANTS = {
     "default": {},
@@ -93,15 +92,15 @@ def main(argv=None) -> None:
             for seed in range(args.seeds):
                 rows.append(run_once(job, case, seed, fields, eval_every=25))
                 bar.update(1)
+            seconds_per_step = step_s[f"{c}/{o}/{name}"]
             hits = [r["steps_to"][target] for r in rows]
-            seconds = [None if h is None else h * step_s[f"{c}/{o}/{name}"] for h in hits]
-            reached = [s for s in seconds if s is not None]
+            summary = summarise(rows, case.targets, seconds_per_step)[target]
+            seconds = [None if h is None else h * seconds_per_step for h in hits]
             cell["variants"][name] = {
-                "train": fields, "step_seconds": step_s[f"{c}/{o}/{name}"], "runs": rows,
-                "reached": f"{len(reached)}/{len(rows)}", "steps": hits, "seconds": seconds,
-                "median_seconds": statistics.median(reached) if len(reached) == len(rows) else None,
+                "train": fields, "step_seconds": seconds_per_step, "runs": rows, "reached": summary["reached"],
+                "steps": hits, "seconds": seconds, "median_seconds": summary["seconds"],
             }
-            print(f"{c} {o} {name}: reached {len(reached)}/{len(rows)}, seconds {seconds}", flush=True)
+            print(f"{c} {o} {name}: reached {summary['reached']}, seconds {seconds}", flush=True)
         default = cell["variants"].get("default", {}).get("median_seconds")
         for data in cell["variants"].values():
             data["vs_default"] = (data["median_seconds"] / default) if default and data["median_seconds"] else None
