@@ -30,8 +30,8 @@ test-all: $(STAMP)
 clean:
 	rm -rf runs multirun outputs
 
-# Every benchmark of benchmarks/README.md, about 40 minutes on 2 CPU cores (time to target on
-# bijection V=10 at the demo size is 25 of them); BENCH_QUICK=1 make bench is a smoke run of the same
+# Every benchmark of benchmarks/README.md: time to target on bijection V=10 at the demo size took
+# 15 minutes here (one thread, load 3 to 4), the rest about 9 minutes on 2 CPU cores; BENCH_QUICK=1 make bench is a smoke run of the same
 # code paths (minutes, numbers not meaningful). bench-long: the whole time-to-target grid (three
 # cases, three sizes, both objectives) and the training-setting ablations, several hours on a CPU.
 bench: $(STAMP)
