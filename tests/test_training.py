@@ -47,17 +47,19 @@ class CrashingTask:
         return self.task.sample(batch_size, generator)
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, optimizer):
+    cfg = replace(CFG, optimizer=optimizer)
     straight = _model()
-    out = train(straight, TASK, CFG, tmp_path / "a", seed=5, val_set=_val(), meta=META)
+    out = train(straight, TASK, cfg, tmp_path / "a", seed=5, val_set=_val(), meta=META)
 
     interrupted = _model()
     with pytest.raises(Crash):
-        train(interrupted, CrashingTask(TASK, crash_at=27), CFG, tmp_path / "b", seed=5, val_set=_val(), meta=META)
+        train(interrupted, CrashingTask(TASK, crash_at=27), cfg, tmp_path / "b", seed=5, val_set=_val(), meta=META)
     resumed = _model(seed=123)  # a fresh process would start from different weights; the checkpoint fixes that
-    out_b = train(resumed, TASK, CFG, tmp_path / "b", seed=5, val_set=_val(), meta=META, resume=True)
+    out_b = train(resumed, TASK, cfg, tmp_path / "b", seed=5, val_set=_val(), meta=META, resume=True)
 
-    assert out_b.steps == out.steps == CFG.steps
+    assert out_b.steps == out.steps == cfg.steps
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
     assert [h["kl_bits"] for h in out_b.history] == [h["kl_bits"] for h in out.history]
@@ -185,7 +187,7 @@ def test_an_entropy_mae_target_stops_training_and_both_targets_must_be_met(tmp_p
 
 
 @pytest.mark.parametrize("field, value", [("betas_1", 1.0), ("betas_1", -0.1), ("value_lr_mult", 0.0),
-                                          ("target_entropy_mae_bits", -1.0)])
+                                          ("target_entropy_mae_bits", -1.0), ("optimizer", "sgd")])
 def test_bad_optimizer_settings_are_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         replace(CFG, **{field: value})

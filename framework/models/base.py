@@ -60,3 +60,11 @@ class SequenceModel(nn.Module):
         (Paper II's EM-like schedule). Architectures without attention have none."""
         return [p for name, module in self.named_modules() if name.rsplit(".", 1)[-1] == "v_proj"
                 for p in module.parameters()]
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The weights of every ``nn.Linear`` but the output ``head``: what ``train.optimizer=muon``
+        trains with Muon (its authors keep embeddings, the head, biases and norms on AdamW). Matrices
+        that are not linear maps of activations (an LSTM's gates inside ``nn.LSTM``, Mamba's
+        ``A_log``) stay on AdamW too."""
+        head = getattr(self, "head", None)
+        return [module.weight for module in self.modules() if isinstance(module, nn.Linear) and module is not head]

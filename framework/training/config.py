@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from framework.errors import require
 
 TARGETS = ("posterior", "label")
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass
@@ -26,6 +27,9 @@ class TrainConfig:
     # projections learn at this multiple of the learning rate (10 there); no effect on models without
     # attention. benchmarks/time_to_target.py measures it.
     value_lr_mult: float = 1.0
+    # "adamw"; or "muon": Muon on the hidden matrices (SequenceModel.hidden_matrices) and AdamW on
+    # the rest, both at lr (framework.training.muon).
+    optimizer: str = "adamw"
     grad_clip: float = 1.0
     # "posterior": soft-label cross-entropy against the exact posterior (the paper's HMM setup);
     # "label": cross-entropy against the sampled outcome (the paper's bijection setup). Both have
@@ -61,6 +65,8 @@ class TrainConfig:
         require(0 <= self.betas_1 < 1, "betas_1", f"must be in [0, 1), got {self.betas_1}")
         require(self.value_lr_mult > 0, "value_lr_mult", f"must be > 0, got {self.value_lr_mult}")
         require(0 < self.betas_2 < 1, "betas_2", f"must be in (0, 1), got {self.betas_2}")
+        require(self.optimizer in OPTIMIZERS, "optimizer",
+                f"must be one of {', '.join(OPTIMIZERS)}; got '{self.optimizer}'")
         require(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
         require(self.target in TARGETS, "target", f"must be one of {', '.join(TARGETS)}; got '{self.target}'")
         require(self.target_kl_bits >= 0, "target_kl_bits", f"must be >= 0, got {self.target_kl_bits}")

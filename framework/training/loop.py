@@ -1,4 +1,4 @@
-"""The training loop: fresh batches every step, AdamW, warmup + cosine, clipping, periodic validation.
+"""The training loop: fresh batches every step, AdamW (or Muon with AdamW), warmup + cosine, clipping, periodic validation.
 
 One explicit loop, top to bottom. Everything that decides the next step is in the checkpoint
 (``framework.training.checkpoint``), so a resumed run on CPU continues exactly where the interrupted
@@ -24,6 +24,7 @@ from framework.metrics.evaluate import EvalSet, autocast_for, evaluate
 from framework.tasks.base import Batch, Task
 from framework.training.checkpoint import CHECKPOINT, SNAPSHOTS, TrainState, restore, rewind_log, save_checkpoint
 from framework.training.config import TrainConfig
+from framework.training.muon import BatchedMuon, MuonWithAdamW
 from framework.training.schedule import warmup_cosine
 
 LOG_EVERY = 50
@@ -38,27 +39,41 @@ class TrainResult:
     reached_target: bool = False  # a validation pass met cfg's targets (target_kl_bits, target_entropy_mae_bits)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW; ``fused=True`` picks the single-kernel implementation (None: torch's default, which is
-    foreach on CUDA and a per-tensor loop on CPU; on CPU neither beat it, benchmarks/README.md).
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None):
+    """AdamW, or with ``cfg.optimizer == "muon"`` Muon on the model's hidden matrices and AdamW on the
+    rest (``framework.training.muon``). ``fused=True`` picks AdamW's single-kernel implementation
+    (None: torch's default, which is foreach on CUDA and a per-tensor loop on CPU; on CPU neither beat
+    it, benchmarks/README.md).
 
     Matrices decay, biases, norms and 1-d parameters do not (nanoGPT's split). With
     ``cfg.value_lr_mult`` != 1 the attention value projections get their own groups, whose
     ``lr_mult`` the loop multiplies into the scheduled learning rate (Paper II's EM-like schedule).
-    ``cfg`` may be any settings object with ``lr``, ``weight_decay`` and ``betas_2`` (the continual
-    strategies pass theirs); ``betas_1`` and ``value_lr_mult`` default to 0.9 and 1.
+    Muon's groups take the same learning rate: torch's "match_rms_adamw" adjustment scales each
+    matrix's step to AdamW's size; a model with no hidden matrices (the LSTM) gets AdamW alone. ``cfg`` may be any settings object with ``lr``, ``weight_decay``
+    and ``betas_2`` (the continual strategies pass theirs); ``betas_1``, ``value_lr_mult`` and
+    ``optimizer`` default to 0.9, 1 and "adamw".
     """
     value_mult = getattr(cfg, "value_lr_mult", 1.0)
     values = {id(p) for p in getattr(model, "value_projections", list)()} if value_mult != 1 else set()
-    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    muon = getattr(cfg, "optimizer", "adamw") == "muon"
+    hidden = {id(p) for p in model.hidden_matrices()} if muon else set()
+    groups: dict[tuple[bool, bool, float], list[torch.nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            groups.setdefault((p.dim() >= 2, value_mult if id(p) in values else 1.0), []).append(p)
-    order = sorted(groups, key=lambda key: (not key[0], key[1] != 1.0))  # decay first, then the lr_mult groups
-    param_groups = [{"params": groups[key], "weight_decay": cfg.weight_decay if key[0] else 0.0,
-                     "lr": cfg.lr * key[1], "lr_mult": key[1]} for key in order]
+            key = (id(p) in hidden, p.dim() >= 2, value_mult if id(p) in values else 1.0)
+            groups.setdefault(key, []).append(p)
+    order = sorted(groups, key=lambda key: (not key[1], key[2] != 1.0))  # decay first, then the lr_mult groups
+
+    def param_groups(on_muon: bool) -> list[dict]:
+        return [{"params": groups[key], "weight_decay": cfg.weight_decay if key[1] else 0.0,
+                 "lr": cfg.lr * key[2], "lr_mult": key[2]} for key in order if key[0] == on_muon]
+
     betas = (getattr(cfg, "betas_1", 0.9), cfg.betas_2)
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=betas, fused=fused)
+    adamw = torch.optim.AdamW(param_groups(False), lr=cfg.lr, betas=betas, fused=fused)
+    if not any(key[0] for key in groups):  # nothing for Muon (the LSTM's matrices are inside nn.LSTM)
+        return adamw
+    return MuonWithAdamW(BatchedMuon(param_groups(True), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     adjust_lr_fn="match_rms_adamw"), adamw)
 
 
 def loss_on(model: torch.nn.Module, batch: Batch, target: str) -> torch.Tensor:
