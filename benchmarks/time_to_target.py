@@ -184,6 +184,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds-other-sizes", type=int, default=1)
     parser.add_argument("--budget-scale", type=float, default=0.05 if QUICK else 1.0,
                         help="multiplies every case's training-time budget")
+    parser.add_argument("--targets", help="replace every case's targets (comma-separated bits, the strictest last)")
     parser.add_argument("--out", default="time_to_target", help="results file name (under benchmarks/results)")
     parser.add_argument("--recompute", metavar="JSON", help="recompute the ratios of a saved results file and exit")
     args = parser.parse_args(argv)
@@ -195,6 +196,9 @@ def main(argv=None) -> None:
         write_json(Path(args.recompute), payload)
         return
     cases = {name: CASES[name] for name in args.cases.split(",")}
+    if args.targets:
+        targets = tuple(sorted((float(t) for t in args.targets.split(",")), reverse=True))
+        cases = {name: replace(case, targets=targets) for name, case in cases.items()}
     sizes, objectives = args.sizes.split(","), args.objectives.split(",")
     grid = [(c, s, o) for c in cases for s in sizes for o in objectives]
 

@@ -1,6 +1,7 @@
 """Training-setting ablations: time to target for one change at a time from the default settings.
 
-Each variant changes one field of ``configs/train/default.yaml`` (``VARIANTS``): Paper II's EM-like
+Each variant changes one field of ``configs/train/default.yaml`` (``VARIANTS``): the optimizer (Muon on
+the hidden matrices with AdamW on the rest, ``framework.training.muon``, or AdamW alone), Paper II's EM-like
 schedule (``value_lr_mult=10``, Aggarwal, Dalal & Misra, arXiv 2512.22473), the batch size at the
 same learning rate and with the learning rate scaled by the square root of the batch ratio (the
 rule for Adam, Malladi et al. 2022), half and double the learning rate, AdamW's betas, a long warmup,
@@ -10,7 +11,7 @@ objective stated: bijection V=10, L=10 to ``entropy_mae_bits`` <= 0.01 for ``tra
 
 Seconds are steps to the target x the variant's step time, measured for all variants interleaved in
 one process (benchmarks/time_to_target.py explains why); measured training seconds are kept too.
-Writes benchmarks/results/train_ablation.json and train_ablation.png.
+Writes benchmarks/results/train_ablation.json and train_ablation.png (``--out`` names another file).
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ from benchmarks.time_to_target import CASES, DEFAULT_STEPS, job_for, run_once, s
 
 VARIANTS = {
     "default": {},
+    "optimizer=muon": {"optimizer": "muon"},
+    "optimizer=adamw": {"optimizer": "adamw"},
+    "muon, lr x2": {"optimizer": "muon", "lr_scale": 2.0},
+    "muon, value_lr_mult=10": {"optimizer": "muon", "value_lr_mult": 10.0},
     "value_lr_mult=10": {"value_lr_mult": 10.0},
     "batch x4, same lr": {"batch_scale": 4},
     "batch x4, lr x2 (sqrt rule)": {"batch_scale": 4, "lr_scale": 2.0},
@@ -64,6 +69,7 @@ def main(argv=None) -> None:
                         help="the variants also run on HMM (separated by ';'; '' for none)")
     parser.add_argument("--objectives", default="label,posterior")
     parser.add_argument("--budget-scale", type=float, default=0.05 if QUICK else 1.0)
+    parser.add_argument("--out", default="train_ablation", help="results file name (under benchmarks/results)")
     args = parser.parse_args(argv)
     names = args.variants.split(";")
     hmm_names = [n for n in args.hmm_variants.split(";") if n]
@@ -105,14 +111,14 @@ def main(argv=None) -> None:
         for data in cell["variants"].values():
             data["vs_default"] = (data["median_seconds"] / default) if default and data["median_seconds"] else None
         payload["results"][f"{c}/{o}"] = cell
-        save("train_ablation", payload)
+        save(args.out, payload)
     bar.close()
-    path = save("train_ablation", payload)
-    plot(payload)
+    path = save(args.out, payload)
+    plot(payload, args.out)
     print(f"wrote {path}")
 
 
-def plot(payload: dict) -> None:
+def plot(payload: dict, name: str) -> None:
     plt = pyplot()
     cells = list(payload["results"].values())
     fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 4.5), squeeze=False)
@@ -130,7 +136,7 @@ def plot(payload: dict) -> None:
         ax.set(xlabel=f"seconds to {cell['metric']} <= {cell['target']} (red: not reached)",
                title=f"{cell['case']}, target={cell['objective']}")
         ax.axvline(cell["variants"].get("default", {}).get("median_seconds") or math.nan, color="tab:blue", lw=0.8)
-    save_figure(fig, "train_ablation")
+    save_figure(fig, name)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def test_an_adamw_checkpoint_is_refused_by_a_muon_run_by_name(tmp_path):
     from framework.metrics import EvalSet
 
     task, model = _task_and(TransformerConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32))
-    cfg = TrainConfig(steps=3, eval_every=3, val_sequences=16, checkpoint_every=1)
+    cfg = TrainConfig(steps=3, eval_every=3, val_sequences=16, checkpoint_every=1, optimizer="adamw")
     val = EvalSet.generate(task, 16, seed=0)
     train(model, task, cfg, tmp_path, seed=0, val_set=val, meta={}, progress=False)
     with pytest.raises(CheckpointError, match="train.optimizer"):

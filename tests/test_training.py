@@ -156,7 +156,7 @@ def test_value_lr_mult_trains_the_value_projections_at_that_multiple(tmp_path):
     model = _model()
     values = {id(p) for p in model.value_projections()}
     assert len(values) == 2  # v_proj weight and bias of the one block
-    cfg = replace(CFG, steps=12, value_lr_mult=10.0, eval_every=100)
+    cfg = replace(CFG, steps=12, value_lr_mult=10.0, eval_every=100, optimizer="adamw")
     optimizer = make_optimizer(model, cfg)
     grouped = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     assert all(grouped[i]["lr_mult"] == 10.0 for i in values)
@@ -172,7 +172,7 @@ def test_value_lr_mult_trains_the_value_projections_at_that_multiple(tmp_path):
 
 
 def test_without_a_value_lr_mult_the_groups_are_decay_then_no_decay():
-    optimizer = make_optimizer(_model(), CFG)
+    optimizer = make_optimizer(_model(), replace(CFG, optimizer="adamw"))
     assert [(g["weight_decay"] > 0, g["lr_mult"]) for g in optimizer.param_groups] == [(True, 1.0), (False, 1.0)]
     assert optimizer.defaults["betas"] == (CFG.betas_1, CFG.betas_2)
 

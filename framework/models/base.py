@@ -63,8 +63,14 @@ class SequenceModel(nn.Module):
 
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The weights of every ``nn.Linear`` but the output ``head``: what ``train.optimizer=muon``
-        trains with Muon (its authors keep embeddings, the head, biases and norms on AdamW). Matrices
-        that are not linear maps of activations (an LSTM's gates inside ``nn.LSTM``, Mamba's
-        ``A_log``) stay on AdamW too."""
-        head = getattr(self, "head", None)
-        return [module.weight for module in self.modules() if isinstance(module, nn.Linear) and module is not head]
+        trains with Muon (``hidden_matrices`` says which)."""
+        return hidden_matrices(self)
+
+
+def hidden_matrices(module: nn.Module) -> list[nn.Parameter]:
+    """The weights of every ``nn.Linear`` in ``module`` but those of submodules named ``head`` (the
+    output layer of every model here). Muon's authors keep embeddings, the head, biases and norms on
+    AdamW; matrices that are not linear maps of activations (an LSTM's gates inside ``nn.LSTM``,
+    Mamba's ``A_log``) stay there too."""
+    return [m.weight for name, m in module.named_modules()
+            if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] != "head"]

@@ -21,6 +21,7 @@ from framework.errors import NonFiniteLoss
 from framework.io import save_torch
 from framework.metrics.bits import soft_cross_entropy
 from framework.metrics.evaluate import EvalSet, autocast_for, evaluate
+from framework.models.base import hidden_matrices
 from framework.tasks.base import Batch, Task
 from framework.training.checkpoint import CHECKPOINT, SNAPSHOTS, TrainState, restore, rewind_log, save_checkpoint
 from framework.training.config import TrainConfig
@@ -56,7 +57,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None 
     value_mult = getattr(cfg, "value_lr_mult", 1.0)
     values = {id(p) for p in getattr(model, "value_projections", list)()} if value_mult != 1 else set()
     muon = getattr(cfg, "optimizer", "adamw") == "muon"
-    hidden = {id(p) for p in model.hidden_matrices()} if muon else set()
+    hidden = {id(p) for p in hidden_matrices(model)} if muon else set()
     groups: dict[tuple[bool, bool, float], list[torch.nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
