@@ -86,14 +86,15 @@ def job_for(case: Case, size: str):
     return job
 
 
-def settings_for(case: Case, objective: str) -> dict[str, dict]:
-    """The settings compared on ``case``: name -> TrainConfig fields."""
+def settings_for(case: Case, objective: str, only: tuple[str, ...] = (), default_steps: int = 0) -> dict[str, dict]:
+    """The settings compared on ``case``: name -> TrainConfig fields (``only``: just these names;
+    ``default_steps``: the default's cosine length instead of ``DEFAULT_STEPS``)."""
     before = {**DEMO_BEFORE, "steps": DEMO_STEPS[case.task], "target": objective}
     out = {"demo before": before}
     if case.task == "bijection":
         out["demo before x4"] = {**before, "steps": 4 * before["steps"]}
-    out["default"] = {"steps": DEFAULT_STEPS[case.task], "target": objective}
-    return out
+    out["default"] = {"steps": default_steps or DEFAULT_STEPS[case.task], "target": objective}
+    return {name: fields for name, fields in out.items() if not only or name in only}
 
 
 def step_seconds(jobs_and_settings: dict[str, tuple], repeats: int) -> dict[str, float]:
@@ -184,6 +185,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds-other-sizes", type=int, default=1)
     parser.add_argument("--budget-scale", type=float, default=0.05 if QUICK else 1.0,
                         help="multiplies every case's training-time budget")
+    parser.add_argument("--settings", default="", help="run only these settings (comma-separated; no ratio "
+                        "without a baseline)")
+    parser.add_argument("--default-steps", type=int, default=0, help="the default setting's cosine length "
+                        "(0: DEFAULT_STEPS)")
     parser.add_argument("--targets", help="replace every case's targets (comma-separated bits, the strictest last)")
     parser.add_argument("--out", default="time_to_target", help="results file name (under benchmarks/results)")
     parser.add_argument("--recompute", metavar="JSON", help="recompute the ratios of a saved results file and exit")
@@ -201,17 +206,22 @@ def main(argv=None) -> None:
         cases = {name: replace(case, targets=targets) for name, case in cases.items()}
     sizes, objectives = args.sizes.split(","), args.objectives.split(",")
     grid = [(c, s, o) for c in cases for s in sizes for o in objectives]
+    only = tuple(n for n in args.settings.split(",") if n)
+
+    def settings(c: str, o: str) -> dict[str, dict]:
+        return settings_for(cases[c], o, only, args.default_steps)
+
 
     jobs = {(c, s): job_for(cases[c], s) for c in cases for s in sizes}
     timed = {f"{c}/{s}/{o}/{name}": (jobs[c, s], fields) for c, s, o in grid
-             for name, fields in settings_for(cases[c], o).items()}
+             for name, fields in settings(c, o).items()}
     print(f"timing one step of {len(timed)} settings, interleaved", flush=True)
     step_s = step_seconds(timed, repeats=3 if QUICK else 7)
 
     payload = {"what": "time to target: the default training settings against the demo's before",
                "demo_before": DEMO_BEFORE, "demo_steps": DEMO_STEPS, "default_steps": DEFAULT_STEPS,
                "sizes": SIZES, "results": {}}
-    total = sum((args.seeds if s == "demo" else args.seeds_other_sizes) * len(settings_for(cases[c], o))
+    total = sum((args.seeds if s == "demo" else args.seeds_other_sizes) * len(settings(c, o))
                 for c, s, o in grid)
     bar = tqdm(total=total, desc="time to target", dynamic_ncols=True)
     for c, s, o in grid:
@@ -220,7 +230,7 @@ def main(argv=None) -> None:
         eval_every = 25 if s == "demo" else 50
         result = {"case": c, "size": s, "objective": o, "metric": case.metric, "targets": list(case.targets),
                   "budget_train_seconds": case.budget_s, "settings": {}}
-        for name, fields in settings_for(case, o).items():
+        for name, fields in settings(c, o).items():
             seconds = step_s[f"{c}/{s}/{o}/{name}"]
             rows = []
             for seed in seeds:
@@ -229,7 +239,7 @@ def main(argv=None) -> None:
             result["settings"][name] = {"step_seconds": seconds, "runs": rows,
                                         "summary": summarise(rows, case.targets, seconds)}
             print(f"{c} {s} {o} {name}: {result['settings'][name]['summary']}", flush=True)
-        result["ratio"] = ratios(result, case.targets)
+        result["ratio"] = ratios(result, case.targets) if {"default", "demo before"} <= set(result["settings"]) else None
         print(f"{c} {s} {o} ratio: {result['ratio']}", flush=True)
         payload["results"][f"{c}/{s}/{o}"] = result
         save(args.out, payload)  # after every cell: a long run that dies keeps what it measured
