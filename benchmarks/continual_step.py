@@ -45,7 +45,8 @@ def main() -> None:
     ours = build_model(config, task.vocab_size, task.n_classes, task.seq_len).to(dev)
     theirs = build_model(config, task.vocab_size, task.n_classes, task.seq_len).to(dev)
     theirs.load_state_dict(ours.state_dict())
-    train_cfg = TrainConfig(batch_size=BATCH, lr=1e-3, weight_decay=0.0, grad_clip=1.0, target="posterior")
+    train_cfg = TrainConfig(batch_size=BATCH, lr=1e-3, weight_decay=0.0, grad_clip=1.0, target="posterior",
+                            optimizer="adamw")  # Avalanche's side steps AdamW: like for like
     optimizer = make_optimizer(ours, train_cfg)
     batch = task.sample(BATCH, torch.Generator().manual_seed(0)).to(dev)
     strategy = build_strategy(StrategyConfig(name="naive", lr=1e-3, train_mb_size=BATCH, train_epochs=1), theirs,

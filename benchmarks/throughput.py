@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 
 import torch
 
@@ -143,20 +144,23 @@ def optimisations(repeats: int) -> dict:
 
     j = _job(*job)
     steps = {}
-    for name, fused, backend in (("foreach AdamW", False, None), ("fused AdamW", True, None),
-                                 ("math attention", None, SDPBackend.MATH)):
+    # AdamW's kernels and the attention kernel, on AdamW alone; then the default, Muon with AdamW.
+    for name, optimizer_name, fused, backend in (("foreach AdamW", "adamw", False, None),
+                                                 ("fused AdamW", "adamw", True, None),
+                                                 ("math attention", "adamw", None, SDPBackend.MATH),
+                                                 ("Muon with AdamW", "muon", None, None)):
         torch.manual_seed(0)
         model = j.build_model().to(dev)
-        optimizer = make_optimizer(model, j.train, fused=fused) if fused is not None else make_optimizer(model, j.train)
+        cfg = replace(j.train, optimizer=optimizer_name)
+        optimizer = make_optimizer(model, cfg, fused=fused)
         generator = torch.Generator(dev).manual_seed(0)
-        batch_size = j.train.batch_size
 
-        def step(model=model, optimizer=optimizer, generator=generator, backend=backend):
+        def step(model=model, optimizer=optimizer, generator=generator, backend=backend, cfg=cfg):
             if backend is None:
-                train_step(model, model, optimizer, j.task.sample(batch_size, generator), j.train)
+                train_step(model, model, optimizer, j.task.sample(cfg.batch_size, generator), cfg)
             else:
                 with sdpa_kernel(backend):
-                    train_step(model, model, optimizer, j.task.sample(batch_size, generator), j.train)
+                    train_step(model, model, optimizer, j.task.sample(cfg.batch_size, generator), cfg)
 
         steps[name] = step
     seconds = interleaved_medians(steps, repeats=repeats, warmup=2)

@@ -75,6 +75,30 @@ def test_a_batched_muon_step_is_torch_muons_step(monkeypatch, nesterov, adjust_l
     assert optimizers[0].state_dict()["state"].keys() == optimizers[1].state_dict()["state"].keys()
 
 
+def test_each_group_steps_with_its_own_settings_as_the_loop_changes_its_lr(monkeypatch):
+    monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", _exact_torch_iteration)
+    generator = torch.Generator().manual_seed(4)
+    ours = [torch.nn.Parameter(torch.randn(shape, generator=generator, dtype=torch.float64)) for shape in SHAPES[:4]]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+
+    def groups(params):
+        return [{"params": params[:2], "lr": 0.05, "weight_decay": 0.2, "momentum": 0.8},
+                {"params": params[2:], "lr": 0.01, "weight_decay": 0.0, "momentum": 0.95, "nesterov": False}]
+
+    optimizers = BatchedMuon(groups(ours), lr=1.0, weight_decay=0.5), torch.optim.Muon(groups(theirs), lr=1.0,
+                                                                                      weight_decay=0.5)
+    for step in range(3):
+        grads = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in ours]
+        for params, optimizer in zip((ours, theirs), optimizers):
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5 ** step
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-9)
+
+
 def test_a_batched_muon_step_is_close_to_torch_muons_in_bfloat16():
     generator = torch.Generator().manual_seed(2)
     ours = [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in SHAPES[:6]]
@@ -119,13 +143,14 @@ def test_muon_takes_the_hidden_linear_weights_and_adamw_the_rest(config):
         assert group["lr"] == pytest.approx(TrainConfig.lr * group["lr_mult"])
 
 
-def test_an_adamw_checkpoint_is_refused_by_a_muon_run_by_name(tmp_path):
+@pytest.mark.parametrize("saved, resumed", [("adamw", "muon"), ("muon", "adamw")])
+def test_a_checkpoint_of_the_other_optimizer_is_refused_by_name(tmp_path, saved, resumed):
     from framework.metrics import EvalSet
 
     task, model = _task_and(TransformerConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32))
-    cfg = TrainConfig(steps=3, eval_every=3, val_sequences=16, checkpoint_every=1, optimizer="adamw")
+    cfg = TrainConfig(steps=3, eval_every=3, val_sequences=16, checkpoint_every=1, optimizer=saved)
     val = EvalSet.generate(task, 16, seed=0)
     train(model, task, cfg, tmp_path, seed=0, val_set=val, meta={}, progress=False)
     with pytest.raises(CheckpointError, match="train.optimizer"):
-        train(model, task, replace(cfg, steps=6, optimizer="muon"), tmp_path, seed=0, val_set=val, meta={},
+        train(model, task, replace(cfg, steps=6, optimizer=resumed), tmp_path, seed=0, val_set=val, meta={},
               progress=False, resume=True)

@@ -53,7 +53,7 @@ def restore(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.opt
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, ValueError) as err:  # AdamW's state into Muon with AdamW, or the other way round
         raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's optimizer "
-                              f"(train.optimizer changed?): {err}") from None
+                              f"(train.optimizer or train.value_lr_mult changed?): {err}") from None
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return TrainState(state["step"], state["train_seconds"], state["history"])

@@ -51,8 +51,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None 
     ``lr_mult`` the loop multiplies into the scheduled learning rate (Paper II's EM-like schedule).
     Muon's groups take the same learning rate: torch's "match_rms_adamw" adjustment scales each
     matrix's step to AdamW's size; a model with no hidden matrices (the LSTM) gets AdamW alone. ``cfg`` may be any settings object with ``lr``, ``weight_decay``
-    and ``betas_2`` (the continual strategies pass theirs); ``betas_1``, ``value_lr_mult`` and
-    ``optimizer`` default to 0.9, 1 and "adamw".
+    and ``betas_2`` (the continual strategies pass theirs, and need AdamW: Avalanche and the unit
+    plugins read its ``state``); where it lacks ``betas_1``, ``value_lr_mult`` or ``optimizer``, they
+    are 0.9, 1 and "adamw" (TrainConfig's own optimizer default is "muon").
     """
     value_mult = getattr(cfg, "value_lr_mult", 1.0)
     values = {id(p) for p in getattr(model, "value_projections", list)()} if value_mult != 1 else set()

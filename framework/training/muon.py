@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch.optim._muon import _adjust_lr  # torch's per-shape learning-rate rule, kept identical
+from torch.optim.optimizer import _to_scalar
 
 from framework.errors import CheckpointError
 
@@ -26,11 +27,13 @@ def newton_schulz(updates: list[torch.Tensor], coefficients: tuple[float, float,
     """Each update's approximate orthogonalisation: torch.optim.Muon's quintic Newton-Schulz iteration
     (X <- aX + (b XX^T + c (XX^T)^2) X from X = G / |G|_F, on the wide orientation), in the updates'
     own dtype, one batched iteration per shape."""
+    if steps >= 100 or len(coefficients) != 3:  # torch.optim.Muon's own checks
+        raise ValueError(f"Newton-Schulz needs 3 coefficients and fewer than 100 steps; got {coefficients}, {steps}")
     a, b, c = coefficients
     out: list[torch.Tensor | None] = [None] * len(updates)
-    by_shape: dict[tuple[int, int], list[int]] = {}
+    by_shape: dict[tuple, list[int]] = {}
     for i, u in enumerate(updates):
-        by_shape.setdefault((min(u.shape), max(u.shape)), []).append(i)
+        by_shape.setdefault((min(u.shape), max(u.shape), u.dtype, u.device), []).append(i)
     for indices in by_shape.values():
         x = torch.stack([updates[i] if updates[i].shape[0] <= updates[i].shape[1] else updates[i].T
                          for i in indices])  # (n, rows <= cols)
@@ -60,9 +63,10 @@ class BatchedMuon(torch.optim.Muon):
                 buffer.lerp_(grad, 1 - group["momentum"])
                 updates.append(grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer)
             orthogonal = newton_schulz(updates, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            lr = _to_scalar(group["lr"])
             for p, update in zip(params, orthogonal):
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], p.shape))
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
         return loss
 
 

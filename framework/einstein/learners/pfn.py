@@ -121,7 +121,8 @@ def _train(config: PFNConfig, key: str) -> tuple[torch.nn.Module, Any]:
     out = root / key
     cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                       warmup_steps=min(100, config.steps // 10), eval_every=max(1, config.steps // 4),
-                      val_sequences=256, eval_batch_size=256, checkpoint_every=max(1, config.steps // 4))
+                      val_sequences=256, eval_batch_size=256, checkpoint_every=max(1, config.steps // 4),
+                      optimizer="adamw")  # what its lr was tuned, and its cache keyed, with
     val = EvalSet.generate(task, cfg.val_sequences, derive_seed(config.train_seed, "pfn", "val"), cfg.eval_batch_size)
     meta = {"task": asdict(task_config), "model": asdict(model_config), "params": count_params(model)}
     log.info("pfn: training a %s (%d parameters) on regression_context for %d steps in %s",
