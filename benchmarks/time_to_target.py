@@ -35,7 +35,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -237,6 +237,7 @@ def main(argv=None) -> None:
                 rows.append(run_once(jobs[c, s], case, seed, fields, eval_every))
                 bar.update(1)
             result["settings"][name] = {"step_seconds": seconds, "runs": rows,
+                                        "resolved": asdict(replace(jobs[c, s].train, **fields)),
                                         "summary": summarise(rows, case.targets, seconds)}
             print(f"{c} {s} {o} {name}: {result['settings'][name]['summary']}", flush=True)
         result["ratio"] = ratios(result, case.targets) if {"default", "demo before"} <= set(result["settings"]) else None
