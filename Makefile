@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.causal_oracles
 	$(PY) -m benchmarks.causal_querygen
 	$(PY) -m benchmarks.continual_step
+	$(PY) -m benchmarks.muon_step
 
 bench-long: $(STAMP)
 	$(PY) -m benchmarks.time_to_target --out time_to_target_grid
