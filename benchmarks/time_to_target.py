@@ -240,7 +240,8 @@ def main(argv=None) -> None:
                                         "resolved": asdict(replace(jobs[c, s].train, **fields)),
                                         "summary": summarise(rows, case.targets, seconds)}
             print(f"{c} {s} {o} {name}: {result['settings'][name]['summary']}", flush=True)
-        result["ratio"] = ratios(result, case.targets) if {"default", "demo before"} <= set(result["settings"]) else None
+        compared = {"default", "demo before"} <= set(result["settings"])
+        result["ratio"] = ratios(result, case.targets) if compared else None
         print(f"{c} {s} {o} ratio: {result['ratio']}", flush=True)
         payload["results"][f"{c}/{s}/{o}"] = result
         save(args.out, payload)  # after every cell: a long run that dies keeps what it measured

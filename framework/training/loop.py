@@ -1,4 +1,5 @@
-"""The training loop: fresh batches every step, AdamW (or Muon with AdamW), warmup + cosine, clipping, periodic validation.
+"""The training loop: fresh batches every step, Muon with AdamW (or AdamW), warmup + cosine, clipping,
+periodic validation.
 
 One explicit loop, top to bottom. Everything that decides the next step is in the checkpoint
 (``framework.training.checkpoint``), so a resumed run on CPU continues exactly where the interrupted
@@ -50,10 +51,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None 
     ``cfg.value_lr_mult`` != 1 the attention value projections get their own groups, whose
     ``lr_mult`` the loop multiplies into the scheduled learning rate (Paper II's EM-like schedule).
     Muon's groups take the same learning rate: torch's "match_rms_adamw" adjustment scales each
-    matrix's step to AdamW's size; a model with no hidden matrices (the LSTM) gets AdamW alone. ``cfg`` may be any settings object with ``lr``, ``weight_decay``
-    and ``betas_2`` (the continual strategies pass theirs, and need AdamW: Avalanche and the unit
-    plugins read its ``state``); where it lacks ``betas_1``, ``value_lr_mult`` or ``optimizer``, they
-    are 0.9, 1 and "adamw" (TrainConfig's own optimizer default is "muon").
+    matrix's step to AdamW's size; a model with no hidden matrices (the LSTM) gets AdamW alone.
+
+    ``cfg`` may be any settings object with ``lr``, ``weight_decay`` and ``betas_2`` (the continual
+    strategies pass theirs, and need AdamW: Avalanche and the unit plugins read its ``state``); where
+    it lacks ``betas_1``, ``value_lr_mult`` or ``optimizer``, they are 0.9, 1 and "adamw"
+    (TrainConfig's own optimizer default is "muon").
     """
     value_mult = getattr(cfg, "value_lr_mult", 1.0)
     values = {id(p) for p in getattr(model, "value_projections", list)()} if value_mult != 1 else set()

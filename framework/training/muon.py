@@ -7,9 +7,10 @@ head, biases and norms stay on AdamW, as its authors prescribe.
 
 ``torch.optim.Muon`` is kept for what it does well (hyperparameters, checks, parameter groups,
 state, the learning-rate adjustment) with one workaround in the open: it orthogonalises in bfloat16,
-one matrix at a time, which on this project's CPUs costs ~20 ms a step for the demo transformer,
-more than the step itself. ``BatchedMuon`` runs the same iteration in the parameters' own dtype,
-batched over the matrices of one shape (~3 ms). ``tests/test_muon.py`` checks the iteration against
+one matrix at a time, which on this project's CPUs costs 20 to 24 ms a step for the demo
+transformer, more than the rest of its batch-32 step. ``BatchedMuon`` runs the same iteration in the
+parameters' own dtype, batched over the matrices of one shape: 3 to 7 ms (benchmarks/muon_step.py;
+the spread is the machine's load). ``tests/test_muon.py`` checks the iteration against
 its closed form through the SVD and the whole step against torch's with the orthogonalisation made
 exact.
 """
