@@ -81,20 +81,23 @@ DEFAULT_STEPS = {"bijection": 4000, "hmm": 6000}
 OTHERS = ["~models.mamba", "~models.lstm", "~models.mlp", "~models.mlp_token", "~train_by"]  # the defaults, no deltas
 
 
-def job_for(case: Case, size: str):
+def _demo_transformer(case: Case, overrides: list[str]):
+    """``experiment=demo``'s transformer job on ``case``'s task alone, with ``overrides``."""
     other = {"bijection": "~tasks.hmm", "hmm": "~tasks.bijection"}[case.task]
-    model = [f"models.transformer.{k}={v}" for k, v in SIZES[size].items()]
-    [job] = plan("demo", OTHERS + [other, *case.task_overrides, *model])
+    [job] = plan("demo", [*overrides, other, *case.task_overrides])
     return job
+
+
+def job_for(case: Case, size: str):
+    return _demo_transformer(case, OTHERS + [f"models.transformer.{k}={v}" for k, v in SIZES[size].items()])
 
 
 def demo_deltas(case: Case) -> dict:
     """The optimisation fields ``experiment=demo``'s ``train_by`` sets for this case's transformer (its
     per-task setting, such as the HMM transformer's EM-like schedule), beside the default's; steps,
     evaluation and targets excluded."""
-    other = {"bijection": "~tasks.hmm", "hmm": "~tasks.bijection"}[case.task]
-    [tuned] = plan("demo", [m for m in OTHERS if m != "~train_by"] + [other, *case.task_overrides])
-    [plain] = plan("demo", OTHERS + [other, *case.task_overrides])
+    tuned = _demo_transformer(case, [m for m in OTHERS if m != "~train_by"])
+    plain = _demo_transformer(case, OTHERS)
     skip = {"steps", "eval_every", "target_kl_bits", "target_entropy_mae_bits", "time_limit_s"}
     tuned_fields, plain_fields = asdict(tuned.train), asdict(plain.train)
     return {k: v for k, v in tuned_fields.items() if k not in skip and v != plain_fields[k]}
@@ -170,8 +173,8 @@ def _seconds(row: dict, target: str, step_s: float) -> tuple[float, bool]:
 
 
 def ratios(result: dict, targets: tuple[float, ...], against: str = "default") -> dict:
-    """The baseline's median seconds over those of the setting ``against`` (the default), per target. Per seed the baseline is the faster
-    of its variants. A setting that missed the target counts the seconds it trained, so the ratio is
+    """The baseline's median seconds over those of the setting ``against`` (the default), per target.
+    Per seed the baseline is the faster of its variants. A setting that missed the target counts the seconds it trained, so the ratio is
     then a bound: ``bound`` is "lower" when only the baseline missed, "upper" when only the default
     did, and the ratio is None when both did on some seed."""
     out = {}
@@ -232,21 +235,17 @@ def main(argv=None) -> None:
     sizes, objectives = args.sizes.split(","), args.objectives.split(",")
     grid = [(c, s, o) for c in cases for s in sizes for o in objectives]
     only = tuple(n for n in args.settings.split(",") if n)
-
-    def settings(c: str, o: str) -> dict[str, dict]:
-        return settings_for(cases[c], o, only, args.default_steps)
-
-
+    compared = {(c, o): settings_for(cases[c], o, only, args.default_steps) for c in cases for o in objectives}
     jobs = {(c, s): job_for(cases[c], s) for c in cases for s in sizes}
     timed = {f"{c}/{s}/{o}/{name}": (jobs[c, s], fields) for c, s, o in grid
-             for name, fields in settings(c, o).items()}
+             for name, fields in compared[c, o].items()}
     print(f"timing one step of {len(timed)} settings, interleaved", flush=True)
     step_s = step_seconds(timed, repeats=3 if QUICK else 7)
 
     payload = {"what": "time to target: the default training settings against the demo's before",
                "demo_before": DEMO_BEFORE, "demo_steps": DEMO_STEPS, "default_steps": DEFAULT_STEPS,
                "sizes": SIZES, "results": {}}
-    total = sum((args.seeds if s == "demo" else args.seeds_other_sizes) * len(settings(c, o))
+    total = sum((args.seeds if s == "demo" else args.seeds_other_sizes) * len(compared[c, o])
                 for c, s, o in grid)
     bar = tqdm(total=total, desc="time to target", dynamic_ncols=True)
     for c, s, o in grid:
@@ -255,7 +254,7 @@ def main(argv=None) -> None:
         eval_every = 25 if s == "demo" else 50
         result = {"case": c, "size": s, "objective": o, "metric": case.metric, "targets": list(case.targets),
                   "budget_train_seconds": case.budget_s, "settings": {}}
-        for name, fields in settings(c, o).items():
+        for name, fields in compared[c, o].items():
             seconds = step_s[f"{c}/{s}/{o}/{name}"]
             rows = []
             for seed in seeds:
@@ -265,9 +264,9 @@ def main(argv=None) -> None:
                                         "resolved": asdict(replace(jobs[c, s].train, **fields)),
                                         "summary": summarise(rows, case.targets, seconds)}
             print(f"{c} {s} {o} {name}: {result['settings'][name]['summary']}", flush=True)
-        compared = {"default", "demo before"} <= set(result["settings"])
-        result["ratio"] = ratios(result, case.targets) if compared else None
-        if compared and "demo's setting" in result["settings"]:
+        has_baseline = {"default", "demo before"} <= set(result["settings"])
+        result["ratio"] = ratios(result, case.targets) if has_baseline else None
+        if has_baseline and "demo's setting" in result["settings"]:
             result["ratio_demo_setting"] = ratios(result, case.targets, against="demo's setting")
             print(f"{c} {s} {o} ratio of the demo's setting: {result['ratio_demo_setting']}", flush=True)
         print(f"{c} {s} {o} ratio: {result['ratio']}", flush=True)

@@ -11,6 +11,7 @@ import torch.optim._muon as torch_muon
 
 from framework.errors import CheckpointError
 from framework.models import LSTMConfig, MambaConfig, TransformerConfig, build_model
+from framework.models.base import hidden_matrices
 from framework.training import TrainConfig, train
 from framework.training.loop import make_optimizer
 from framework.training.muon import BatchedMuon, MuonWithAdamW, newton_schulz
@@ -121,14 +122,24 @@ def _task_and(config):
     return task, build_model(config, task.vocab_size, task.n_classes, task.seq_len)
 
 
+# Per model, the weights Muon should take, by name: a transformer block's q, k, v, o and two MLP
+# matrices; a Mamba block's in, x, dt and out projections; nothing of the LSTM's (inside nn.LSTM).
+HIDDEN = {"transformer": {f"blocks.0.{m}.weight" for m in ("attn.q_proj", "attn.k_proj", "attn.v_proj",
+                                                            "attn.out_proj", "mlp.fc", "mlp.out_proj")},
+          "mamba": {f"blocks.0.mixer.{m}.weight" for m in ("in_proj", "x_proj", "dt_proj", "out_proj")},
+          "lstm": set()}
+
+
 @pytest.mark.parametrize("config", [TransformerConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64),
                                     MambaConfig(d_model=16, n_layers=1), LSTMConfig(d_model=16)],
                          ids=["transformer", "mamba", "lstm"])
 def test_muon_takes_the_hidden_linear_weights_and_adamw_the_rest(config):
     _, model = _task_and(config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in hidden_matrices(model)} == HIDDEN[config.name]
     optimizer = make_optimizer(model, TrainConfig(optimizer="muon", value_lr_mult=10.0))
-    if not model.hidden_matrices():  # the LSTM: its matrices are inside nn.LSTM, so AdamW alone
-        assert isinstance(optimizer, torch.optim.AdamW) and isinstance(model.lstm, torch.nn.LSTM)
+    if not HIDDEN[config.name]:  # the LSTM: AdamW alone
+        assert isinstance(optimizer, torch.optim.AdamW)
         return
     assert isinstance(optimizer, MuonWithAdamW)
     muon = [p for g in optimizer.parts["muon"].param_groups for p in g["params"]]

@@ -61,11 +61,6 @@ class SequenceModel(nn.Module):
         return [p for name, module in self.named_modules() if name.rsplit(".", 1)[-1] == "v_proj"
                 for p in module.parameters()]
 
-    def hidden_matrices(self) -> list[nn.Parameter]:
-        """The weights of every ``nn.Linear`` but the output ``head``: what ``train.optimizer=muon``
-        trains with Muon (``hidden_matrices`` says which)."""
-        return hidden_matrices(self)
-
 
 def hidden_matrices(module: nn.Module) -> list[nn.Parameter]:
     """The weights of every ``nn.Linear`` in ``module`` but those of submodules named ``head`` (the

@@ -28,7 +28,7 @@ class TrainConfig:
     # projections learn at this multiple of the learning rate (10 there); no effect on models without
     # attention. benchmarks/time_to_target.py measures it.
     value_lr_mult: float = 1.0
-    # "muon": Muon on the hidden matrices (SequenceModel.hidden_matrices) and AdamW on the rest, both
+    # "muon": Muon on the hidden matrices (framework.models.base.hidden_matrices) and AdamW on the rest, both
     # at lr (framework.training.muon), the fastest to the posterior measured; "adamw": AdamW alone.
     optimizer: str = "muon"
     grad_clip: float = 1.0

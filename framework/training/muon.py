@@ -20,7 +20,6 @@ import torch
 from torch.optim._muon import _adjust_lr  # torch's per-shape learning-rate rule, kept identical
 from torch.optim.optimizer import _to_scalar
 
-from framework.errors import CheckpointError
 
 
 def newton_schulz(updates: list[torch.Tensor], coefficients: tuple[float, float, float], steps: int,
@@ -93,9 +92,6 @@ class MuonWithAdamW:
     def state_dict(self) -> dict:
         return {name: part.state_dict() for name, part in self.parts.items()}
 
-    def load_state_dict(self, state: dict) -> None:
-        if not isinstance(state, dict) or set(state) != set(self.parts):
-            raise CheckpointError("the checkpoint's optimizer state is not Muon with AdamW "
-                                  "(was it saved with another train.optimizer?)")
+    def load_state_dict(self, state: dict) -> None:  # AdamW's state: a KeyError, which restore() names
         for name, part in self.parts.items():
             part.load_state_dict(state[name])
