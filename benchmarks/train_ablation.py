@@ -31,6 +31,8 @@ VARIANTS = {
     "adamw, lr x0.5": {"optimizer": "adamw", "lr_scale": 0.5},
     "lr x0.5, value_lr_mult=10": {"lr_scale": 0.5, "value_lr_mult": 10.0},
     "value_lr_mult=10": {"value_lr_mult": 10.0},
+    "lr x0.5, value_lr_mult=30": {"lr_scale": 0.5, "value_lr_mult": 30.0},
+    "lr x0.5, value_lr_mult=10, batch /2": {"lr_scale": 0.5, "value_lr_mult": 10.0, "batch_scale": 0.5},
     "batch x4, same lr": {"batch_scale": 4},
     "batch x4, lr x2 (sqrt rule)": {"batch_scale": 4, "lr_scale": 2.0},
     "batch /2, same lr": {"batch_scale": 0.5},
@@ -64,19 +66,20 @@ def fields_for(job, variant: dict, objective: str) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1 if QUICK else 3)
-    parser.add_argument("--variants", default=";".join(VARIANTS), help="names of VARIANTS, separated by ';'")
+    parser.add_argument("--variants", default=";".join(VARIANTS),
+                        help="names of VARIANTS run on bijection, separated by ';' ('' for none)")
     parser.add_argument("--hmm-variants", default="default;value_lr_mult=10;batch x4, same lr;lr x2",
                         help="the variants also run on HMM (separated by ';'; '' for none)")
     parser.add_argument("--objectives", default="label,posterior")
     parser.add_argument("--budget-scale", type=float, default=0.05 if QUICK else 1.0)
     parser.add_argument("--out", default="train_ablation", help="results file name (under benchmarks/results)")
     args = parser.parse_args(argv)
-    names = args.variants.split(";")
+    names = [n for n in args.variants.split(";") if n]
     hmm_names = [n for n in args.hmm_variants.split(";") if n]
     unknown = sorted(set(names + hmm_names) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {'; '.join(VARIANTS)}")
-    cells = [("bijection_v10", o, names) for o in args.objectives.split(",")]
+    cells = [("bijection_v10", o, names) for o in args.objectives.split(",") if names]
     if hmm_names:
         cells.append(("hmm_k20", "posterior", hmm_names))
 

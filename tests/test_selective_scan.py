@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sys
+import warnings
 
 import pytest
 import torch
 
 from framework.models import MambaConfig, build_model
 from framework.models.mamba import causal_conv1d_silu
+from framework.models import selective_scan_kernel
 from framework.models.selective_scan import (
     cuda_kernels,
     selective_scan,
@@ -16,6 +19,12 @@ from framework.models.selective_scan import (
     selective_scan_parallel,
     selective_scan_ref,
 )
+from framework.models.selective_scan_kernel import selective_scan_compiled
+
+# The compiled CPU scan is built by the tests like anywhere else (a C++ compiler is part of the
+# project's machines); only an explicit WINDTUNNEL_CPU_KERNEL=0 skips its tests.
+needs_kernel = pytest.mark.skipif(os.environ.get("WINDTUNNEL_CPU_KERNEL") == "0",
+                                  reason="WINDTUNNEL_CPU_KERNEL=0")
 
 GRID = list(itertools.product([1, 3], [1, 8], [1, 4, 16], [1, 7, 64, 200]))  # (B, D, N, L)
 
@@ -187,19 +196,21 @@ def test_fused_gradcheck(batch, dim, n, L, chunk):
                                     leaves)
 
 
-def test_fused_handles_unused_outputs_and_empty_sequences():
+@pytest.mark.parametrize("impl", ["fused", pytest.param("compiled", marks=needs_kernel)])
+def test_fused_handles_unused_outputs_and_empty_sequences(impl):
+    fast = {"fused": selective_scan_fused, "compiled": selective_scan_compiled}[impl]
     u, delta, A, B, C = make_inputs(2, 3, 4, 9, "mixed", seed=6)
     # only the last state carries gradient (y unused), and only y (the state unused)
     for pick in (lambda y, h: h.square().sum(), lambda y, h: y.square().sum()):
         grads = []
-        for scan in (selective_scan_ref, selective_scan_fused):
+        for scan in (selective_scan_ref, fast):
             leaves = [t.clone().requires_grad_() for t in (u, delta, A, B, C)]
             pick(*scan(*leaves, return_last_state=True)).backward()
             # the reference leaves C's gradient None when only the state is used; the fused scan, zero
             grads.append([torch.zeros_like(t) if t.grad is None else t.grad for t in leaves])
         for got, want in zip(*reversed(grads)):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
-    y, h = selective_scan_fused(u[..., :0], delta[..., :0], A, B[..., :0], C[..., :0], return_last_state=True)
+    y, h = fast(u[..., :0], delta[..., :0], A, B[..., :0], C[..., :0], return_last_state=True)
     assert y.shape == (2, 3, 0) and torch.equal(h, torch.zeros(2, 3, 4, dtype=torch.float64))
 
 
@@ -218,36 +229,39 @@ def test_fused_records_one_autograd_node_for_the_whole_scan():
     assert graph_size(5) == graph_size(200) < 15
 
 
-def test_fused_accepts_any_memory_layout():
+@pytest.mark.parametrize("impl", ["fused", pytest.param("compiled", marks=needs_kernel)])
+def test_fused_accepts_any_memory_layout(impl):
     """Mamba passes delta and z as (B, L, D) memory viewed as (B, D, L), and B, C as contiguous copies;
     the results and gradients must not depend on the layout (the scan transposes internally)."""
+    fast = {"fused": selective_scan_fused, "compiled": selective_scan_compiled}[impl]
     u, delta, A, B, C = make_inputs(3, 5, 4, 23, "mixed", seed=7)
 
     def relayout(t):  # the same values, in (B, L, X) memory
         return t.transpose(1, 2).contiguous().transpose(1, 2)
 
     want = run_with_grads(selective_scan_ref, (u, delta, A, B, C), full=True)
-    got = run_with_grads(selective_scan_fused, (relayout(u), relayout(delta), A, relayout(B), relayout(C)),
-                         full=True)
+    got = run_with_grads(fast, (relayout(u), relayout(delta), A, relayout(B), relayout(C)), full=True)
     strided = (u, torch.cat([delta, delta], 1)[:, 5:], A.t().contiguous().t(), B, C)  # a slice; A transposed
-    sliced = run_with_grads(selective_scan_fused, strided, full=True)
+    sliced = run_with_grads(fast, strided, full=True)
     for g1, g2, w in zip(got, sliced, want):
         torch.testing.assert_close(g1, w, atol=1e-10, rtol=1e-9)
         torch.testing.assert_close(g2, w, atol=1e-10, rtol=1e-9)
 
 
-def test_fused_float32_is_stable_at_long_lengths():
+@pytest.mark.parametrize("impl", ["fused", pytest.param("compiled", marks=needs_kernel)])
+def test_fused_float32_is_stable_at_long_lengths(impl):
     """float32, L = 200, decays down to exp(-1e3) per step: finite, and outputs and gradients close
-    to the float64 reference."""
+    to the float64 reference. (The compiled scan's float32 exp is its own polynomial.)"""
+    fast = {"fused": selective_scan_fused, "compiled": selective_scan_compiled}[impl]
     inputs = make_inputs(2, 8, 16, 200, "large", seed=5)
     ref = run_with_grads(selective_scan_ref, inputs, full=True)
-    fused = run_with_grads(selective_scan_fused, [t.float() for t in inputs], full=True)
+    fused = run_with_grads(fast, [t.float() for t in inputs], full=True)
     for name, got, want in zip(["y", "h_L", "u", "delta", "A", "B", "C", "D", "z"], fused, ref):
         assert got.dtype == torch.float32 and torch.isfinite(got).all(), name
         torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("impl", ["fused", "auto"])
+@pytest.mark.parametrize("impl", ["fused", pytest.param("compiled", marks=needs_kernel), "auto"])
 def test_mamba_fused_scan_equals_reference_scan(impl):
     """The model end to end: logits and every parameter's gradient, float64."""
     torch.manual_seed(0)
@@ -265,12 +279,13 @@ def test_mamba_fused_scan_equals_reference_scan(impl):
         torch.testing.assert_close(g, g_ref, atol=1e-9, rtol=1e-9, msg=lambda m: f"{name}: {m}")
 
 
-def test_auto_dispatch_on_cpu_is_the_fused_scan_and_silent(recwarn):
+@needs_kernel
+def test_auto_dispatch_on_cpu_is_the_compiled_scan_and_silent(recwarn):
     u, delta, A, B, C = make_inputs(1, 4, 4, 10, "mixed", dtype=torch.float32)
     auto = selective_scan(u, delta, A, B, C)
-    assert torch.equal(auto, selective_scan_fused(u, delta, A, B, C))  # the same code, bit for bit
-    for impl, scan in [("fused", selective_scan_fused), ("parallel", selective_scan_parallel),
-                       ("ref", selective_scan_ref)]:
+    assert torch.equal(auto, selective_scan_compiled(u, delta, A, B, C))  # the same code, bit for bit
+    for impl, scan in [("compiled", selective_scan_compiled), ("fused", selective_scan_fused),
+                       ("parallel", selective_scan_parallel), ("ref", selective_scan_ref)]:
         assert torch.equal(selective_scan(u, delta, A, B, C, impl=impl), scan(u, delta, A, B, C))
     assert not [w for w in recwarn if "mamba-ssm" in str(w.message)]
     with pytest.raises(ValueError, match="impl"):
@@ -360,6 +375,8 @@ def test_mamba_mixer_matches_the_reference_block(batch, L, monkeypatch):
 
     want = grads(reference)
     got = [grads(lambda h: mixer(h, "fused"))]
+    if os.environ.get("WINDTUNNEL_CPU_KERNEL") != "0":
+        got.append(grads(lambda h: mixer(h, "compiled")))
     fused = ss.selective_scan_fused
     monkeypatch.setitem(ss._IMPLS, "fused", lambda *args: fused(*args, chunk=2))
     got.append(grads(lambda h: mixer(h, "fused")))
@@ -367,3 +384,99 @@ def test_mamba_mixer_matches_the_reference_block(batch, L, monkeypatch):
     for result in got:
         for name, g, w in zip(names, result, want):
             torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-9, msg=lambda m: f"{name}: {m}")
+
+
+@needs_kernel
+@pytest.mark.parametrize("regime", ["small", "large", "mixed"])
+@pytest.mark.parametrize("batch,dim,n,L", GRID + [(2, 13, 16, 93), (1, 20, 3, 5)])
+def test_compiled_matches_reference_with_gradients(batch, dim, n, L, regime):
+    """The compiled CPU scan, float64 (its exp and log1p are the C library's there): outputs, last state
+    and every gradient, the scan alone and with D, z, and the delta bias through the softplus. Channel
+    counts that are not a multiple of its 8-lane blocks included."""
+    inputs = make_inputs(batch, dim, n, L, regime)
+    for full, softplus in ((False, False), (True, False), (True, True)):
+        ref = run_with_grads(selective_scan_ref, inputs, full=full, softplus=softplus)
+        got = run_with_grads(selective_scan_compiled, inputs, full=full, softplus=softplus)
+        names = ["y", "h_L", "u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+        assert len(got) == len(ref)
+        for name, g, w in zip(names, got, ref):
+            assert g.dtype == torch.float64, name
+            torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-9,
+                                       msg=lambda m: f"full={full} softplus={softplus} {name}: {m}")
+
+
+@needs_kernel
+@pytest.mark.parametrize("batch,dim,n,L", [(1, 1, 1, 1), (2, 3, 2, 5), (1, 9, 3, 6)])
+def test_compiled_gradcheck(batch, dim, n, L):
+    """Finite differences against the compiled backward, through every input and both outputs."""
+    u, delta, A, B, C = make_inputs(batch, dim, n, L, "mixed", seed=3)
+    D, z, bias = extras(batch, dim, L)
+
+    def scan(*args):
+        return selective_scan_compiled(*args[:5], D=args[5], z=args[6], delta_bias=args[7], delta_softplus=True,
+                                       return_last_state=True)
+
+    leaves = [t.clone().requires_grad_() for t in (u, delta.log(), A, B, C, D, z, bias)]
+    assert torch.autograd.gradcheck(scan, leaves)
+
+
+@needs_kernel
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_compiled_splits_the_batch_over_threads(batch):
+    """Two threads split the batch and sum their shares of dA, dD and the delta bias's gradient: the
+    same numbers as one thread and as the reference (B = 1 leaves the second thread idle)."""
+    inputs = make_inputs(batch, 11, 4, 17, "mixed", seed=8)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            results.append(run_with_grads(selective_scan_compiled, inputs, full=True, softplus=True))
+    finally:
+        torch.set_num_threads(threads)
+    ref = run_with_grads(selective_scan_ref, inputs, full=True, softplus=True)
+    for one, two, want in zip(*results, ref):
+        torch.testing.assert_close(two, one, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(two, want, atol=1e-10, rtol=1e-9)
+
+
+@needs_kernel
+def test_compiled_refuses_what_it_cannot_take_and_auto_falls_back():
+    """d_state above the kernel's maximum: the compiled scan raises, "auto" takes the fused scan."""
+    n = selective_scan_kernel.library().scan_max_state() + 1
+    u, delta, A, B, C = make_inputs(1, 3, n, 4, "mixed", dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="d_state"):
+        selective_scan_compiled(u, delta, A, B, C)
+    assert torch.equal(selective_scan(u, delta, A, B, C), selective_scan_fused(u, delta, A, B, C))
+
+
+def test_kernel_that_cannot_build_falls_back_to_the_fused_scan_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("WINDTUNNEL_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that fails
+    monkeypatch.delitem(selective_scan_kernel._cache, "lib", raising=False)
+    u, delta, A, B, C = make_inputs(1, 4, 4, 10, "mixed", dtype=torch.float32)
+    with pytest.warns(UserWarning, match="compiled CPU selective scan is unavailable"):
+        auto = selective_scan(u, delta, A, B, C)
+    assert torch.equal(auto, selective_scan_fused(u, delta, A, B, C))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        selective_scan(u, delta, A, B, C)
+    assert list(tmp_path.iterdir()) == []  # the failed build left nothing behind
+    monkeypatch.setenv("WINDTUNNEL_CPU_KERNEL", "0")  # and turned off on purpose: no warning at all
+    monkeypatch.delitem(selective_scan_kernel._cache, "lib")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(selective_scan(u, delta, A, B, C), auto)
+
+
+@needs_kernel
+def test_kernel_is_built_once_into_its_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("WINDTUNNEL_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.delitem(selective_scan_kernel._cache, "lib", raising=False)
+    assert selective_scan_kernel.library() is not None
+    [built] = tmp_path.iterdir()
+    assert built.name.startswith("selective_scan_cpu-") and built.suffix == ".so"
+    stamp = built.stat().st_mtime_ns
+    monkeypatch.delitem(selective_scan_kernel._cache, "lib")  # a new process, as it were
+    selective_scan_kernel.library()
+    assert [p.name for p in tmp_path.iterdir()] == [built.name] and built.stat().st_mtime_ns == stamp

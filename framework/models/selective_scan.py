@@ -78,6 +78,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from framework.models.selective_scan_kernel import selective_scan_compiled
+from framework.models.selective_scan_kernel import supports as supports_compiled
+
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     """Upcast to at least float32 (float64 stays float64) and apply the delta bias / softplus."""
@@ -437,7 +440,8 @@ def selective_scan_fused(
     return (y, last) if return_last_state else y
 
 
-_IMPLS = {"fused": selective_scan_fused, "parallel": selective_scan_parallel, "ref": selective_scan_ref}
+_IMPLS = {"compiled": selective_scan_compiled, "fused": selective_scan_fused, "parallel": selective_scan_parallel,
+          "ref": selective_scan_ref}
 _cuda_kernel_cache: dict[str, object] = {}
 _warned_no_kernel = False
 
@@ -456,12 +460,15 @@ def cuda_kernels():
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, impl: str = "auto"):
-    """Dispatch: ``impl`` is "auto" (CUDA kernel when possible, else fused), "fused", "parallel" or "ref"."""
+    """Dispatch: ``impl`` is "auto" (mamba-ssm's CUDA kernel on CUDA when it imports; on CPU the compiled
+    kernel when it builds and d_state fits it; else fused), "compiled", "fused", "parallel" or "ref"."""
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl in _IMPLS:
         return _IMPLS[impl](*args)
     if impl != "auto":
         raise ValueError(f"impl must be 'auto', {', '.join(map(repr, _IMPLS))}, got {impl!r}")
+    if supports_compiled(u, A):
+        return selective_scan_compiled(*args)
     if u.is_cuda:
         kernel = cuda_kernels()
         if kernel is not None:
