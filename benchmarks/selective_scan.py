@@ -1,4 +1,4 @@
-"""Selective-scan speed: the fused scan and the chunked scan against the sequential reference.
+"""Selective-scan speed: the compiled CPU scan, the fused scan and the chunked scan against the sequential reference.
 
 Forward + backward of Mamba-1's selective scan (float32, the full signature the Mamba block uses)
 across sizes, as median seconds and as speed-up over ``selective_scan_ref`` measured in the same run.
@@ -14,7 +14,7 @@ from benchmarks.common import QUICK, median_seconds, save, save_figure
 from framework.models.selective_scan import selective_scan
 
 SIZES = [(8, 128, 16, 93), (128, 164, 16, 19), (32, 128, 16, 200), (128, 164, 16, 93)]  # (B, D, N, L)
-IMPLS = ("ref", "parallel", "fused")
+IMPLS = ("ref", "parallel", "fused", "compiled")  # "compiled": CPU only
 
 
 def inputs(B, D, N, L, device):
@@ -36,12 +36,14 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", default=QUICK, help="the two smallest sizes only")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    impls = [i for i in IMPLS if device == "cpu" or i != "compiled"]
     rows = []
     for size in SIZES[:2] if args.quick else SIZES:
         tensors = inputs(*size, device)
-        seconds = {impl: median_seconds(lambda: step(impl, tensors), repeats=args.repeats) for impl in IMPLS}
+        seconds = {impl: median_seconds(lambda: step(impl, tensors), repeats=args.repeats) for impl in impls}
         rows.append({"B_D_N_L": list(size), "seconds": seconds,
-                     "speedup_vs_ref": {impl: seconds["ref"] / seconds[impl] for impl in IMPLS}})
+                     "speedup_vs_ref": {impl: seconds["ref"] / seconds[impl] for impl in impls},
+                     "compiled_vs_fused": seconds["fused"] / seconds["compiled"] if "compiled" in seconds else None})
         print(f"{size}: " + "  ".join(f"{i} {1e3 * s:.1f} ms ({seconds['ref'] / s:.2f}x)" for i, s in seconds.items()))
     path = save("selective_scan", {"what": "selective scan forward+backward, float32", "rows": rows})
     plot(rows)
@@ -56,10 +58,11 @@ def plot(rows) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = ["x".join(map(str, r["B_D_N_L"])) for r in rows]
-    width = 0.25
-    for k, impl in enumerate(IMPLS):
-        ax.bar([i + (k - 1) * width for i in range(len(rows))], [r["speedup_vs_ref"][impl] for r in rows], width,
-               label=impl)
+    impls = list(rows[0]["speedup_vs_ref"])
+    width = 0.8 / len(impls)
+    for k, impl in enumerate(impls):
+        ax.bar([i + (k - (len(impls) - 1) / 2) * width for i in range(len(rows))],
+               [r["speedup_vs_ref"][impl] for r in rows], width, label=impl)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(rows)), labels)
     ax.set(xlabel="B x D x N x L", ylabel="speed-up over the sequential reference", title="selective scan fwd+bwd")

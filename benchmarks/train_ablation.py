@@ -127,13 +127,13 @@ def plot(payload: dict, name: str) -> None:
     fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 4.5), squeeze=False)
     for ax, cell in zip(axes[0], cells):
         names = list(cell["variants"])
-        for y, name in enumerate(names):
-            seconds = cell["variants"][name]["seconds"]
+        for y, variant in enumerate(names):  # not `name`: that is the file's
+            seconds = cell["variants"][variant]["seconds"]
             budget = max([s for v in cell["variants"].values() for s in v["seconds"] if s is not None] or [1.0])
             xs = [s if s is not None else budget * 1.5 for s in seconds]
             ax.scatter(xs, [y] * len(xs), c=["tab:blue" if s is not None else "tab:red" for s in seconds], s=14)
-            if cell["variants"][name]["median_seconds"]:
-                ax.plot([cell["variants"][name]["median_seconds"]] * 2, [y - 0.3, y + 0.3], "k-", lw=1.5)
+            if cell["variants"][variant]["median_seconds"]:
+                ax.plot([cell["variants"][variant]["median_seconds"]] * 2, [y - 0.3, y + 0.3], "k-", lw=1.5)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set_xscale("log")
         ax.set(xlabel=f"seconds to {cell['metric']} <= {cell['target']} (red: not reached)",

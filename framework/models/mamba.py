@@ -15,8 +15,9 @@ embedding: the recurrence and the causal convolution know the order.
 
 Hook points: ``blocks[i].hook_resid_post`` (B, T, d) and ``hook_features`` (B, T, d), the final
 normalised features fed to the head (the paper's "final-layer states" clustered by hidden state).
-Set ``model.scan_impl`` to "ref", "parallel" or "fused" to force a scan (tests compare them); "auto"
-uses mamba-ssm's CUDA kernel when it can, else "fused".
+Set ``model.scan_impl`` to "ref", "parallel", "fused" or "compiled" to force a scan (tests compare
+them); "auto" uses mamba-ssm's CUDA kernel on CUDA when it can, the compiled kernel on CPU, else
+"fused".
 
 The block keeps its activations in (B, L, .) memory from in_proj to out_proj: the depthwise conv is
 K shifted multiply-adds on (B, L, E) (:class:`_CausalConv1dSiLU`, tested against nn.Conv1d) rather

@@ -13,18 +13,21 @@ swapped in unchanged:
 
 (mamba-ssm also accepts a time-invariant or grouped B/C; we only need the input-dependent form.)
 
-Three implementations and a dispatcher, as in mamba-ssm and mamba.py: the fast one next to an
+Four implementations and a dispatcher, as in mamba-ssm and mamba.py: the fast ones next to an
 obviously correct one.
 
 - :func:`selective_scan_ref`: a plain loop over time. The definition; tests compare against it.
+- :func:`selective_scan_compiled` (``selective_scan_kernel.py``): the whole scan, softplus, D skip
+  and gate included, as C++ compiled at first use: each direction one pass over time with the state
+  in registers. What runs on CPU; 2-4x faster than the fused scan (``benchmarks/selective_scan.py``).
 - :func:`selective_scan_fused`: the same loop, with the delta bias and softplus, D skip and gate, as
-  a single autograd node with a hand-written backward (:class:`_SelectiveScanFn`). What runs on
-  CPU, and on CUDA without mamba-ssm.
+  a single autograd node with a hand-written backward (:class:`_SelectiveScanFn`) in PyTorch ops.
+  What runs on CUDA without mamba-ssm, and on CPU where the compiled scan cannot be built.
 - :func:`selective_scan_parallel`: a two-level chunked scan under ordinary autograd. It was the fast
   path before the fused scan, which now beats it at every shape we measured (below); it is kept as a
   second, independently written implementation that the tests compare, and "auto" no longer uses it.
 - :func:`selective_scan`: picks mamba-ssm's CUDA kernel when the input is on CUDA and mamba-ssm
-  imports, else the fused scan (warning once if on CUDA).
+  imports, the compiled scan on CPU, else the fused scan (warning once if on CUDA).
 
 Why a hand-written backward: under autograd every op of a scan records a node and keeps its inputs,
 so any PyTorch-level scan builds a graph that grows with L and holds many state-sized tensors, and

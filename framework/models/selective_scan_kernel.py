@@ -2,14 +2,16 @@
 first use, cached, and loaded through ctypes.
 
 The source includes no PyTorch headers, so a build takes about 2 s (a torch C++ extension takes a
-minute); it is called on the tensors' memory, and the GIL is released for the call. The shared
+minute); it is called on the tensors' memory (ctypes releases the GIL for the call) and runs its
+threads on torch's own OpenMP pool. The shared
 library is cached under ``$WINDTUNNEL_KERNEL_CACHE`` (default ``~/.cache/windtunnel/kernels``), named
 by a hash of the source, the flags, the compiler's version and this CPU's instruction-set flags
 (``-march=native``: a library built for one CPU may not run on another sharing the cache). Builds
 write to a temporary file and rename it, so concurrent processes of a sweep do not collide.
 
 Where no compiler is found or the build fails, :func:`library` returns None, warns once, and the
-scan falls back to the pure-PyTorch fused scan (the same numbers, ~4x slower at the demo size).
+scan falls back to the pure-PyTorch fused scan (the same numbers to float32 rounding, 2-3x
+slower at the demo size: ``benchmarks/selective_scan.py``).
 ``WINDTUNNEL_CPU_KERNEL=0`` turns the kernel off.
 """
 from __future__ import annotations
@@ -25,11 +27,13 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-Wno-psabi", "-std=c++17", "-shared", "-fPIC", "-fopenmp")
+# -fopenmp: see over_batch in the source; -Wno-psabi: GCC's note that 8-double vectors pass
+# differently with AVX-512, which concerns no caller here (they are never passed across the ABI).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-Wno-psabi", "-std=c++17",
+         "-shared", "-fPIC", "-fopenmp")
 _cache: dict[str, object] = {}
 
 
