@@ -22,6 +22,11 @@ DEVICES = ("auto", "cpu", "cuda")
 class RuntimeConfig:
     device: str = "auto"  # auto = cuda when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (sweeps on joblib set it per job)
+    # Jobs of one run trained side by side, each in its own process with `threads` threads (0: the
+    # cores / workers). 1: one after another in this process. A small model gains little from a
+    # second thread (the demo transformer's step: 20 ms on 2 threads, 19 on 1), so on 2 cores two
+    # jobs at once nearly halve a run of many jobs (`experiment=demo` sets 2).
+    workers: int = 1
     # CUDA: ask torch for deterministic kernels (torch.use_deterministic_algorithms, warn_only) and
     # set CUBLAS_WORKSPACE_CONFIG. CPU runs are deterministic without it.
     deterministic: bool = False
@@ -30,6 +35,8 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+        require(isinstance(self.workers, int) and not isinstance(self.workers, bool) and self.workers >= 1,
+                "workers", f"must be an integer >= 1, got {self.workers!r}")
 
 
 def pick_device(name: str) -> torch.device:

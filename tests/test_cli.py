@@ -45,6 +45,31 @@ def test_resume_skips_finished_jobs(compose, tmp_path):
     assert again["runs"] == first["runs"]
 
 
+def test_jobs_side_by_side_give_the_same_results_in_the_plans_order(compose, tmp_path):
+    """runtime.workers=2: the jobs train in two spawned processes, finishing in any order; every
+    result equals the one-after-another run's (one thread each, so the same arithmetic), and a
+    second run with resume=true finds them all done."""
+    overrides = ["experiment=smoke", "runtime.progress=false", "runtime.threads=1", "~models.lstm", "~models.mlp",
+                 "~tasks.hmm"]
+    one = run(compose(overrides), tmp_path / "one")
+    two = run(compose(overrides + ["runtime.workers=2"]), tmp_path / "two")
+    strip = lambda runs: [{k: v for k, v in r.items() if k not in ("timing", "settings_hash")} for r in runs]  # noqa: E731
+    assert [r["model_key"] for r in two["runs"]] == ["transformer", "mamba"]
+    assert strip(two["runs"]) == strip(one["runs"])
+    assert run(compose(overrides + ["runtime.workers=2", "resume=true"]), tmp_path / "two")["runs"] == two["runs"]
+
+
+def test_a_failing_job_on_a_worker_fails_the_run_by_its_own_error(compose, tmp_path):
+    overrides = ["experiment=smoke", "runtime.progress=false", "runtime.workers=2", "~models.lstm", "~models.mlp",
+                 "~tasks.hmm"]
+    cfg = compose(overrides)
+    (tmp_path / "bijection_mamba").mkdir(parents=True)
+    (tmp_path / "bijection_mamba" / "checkpoint.pt").write_text("not a checkpoint")  # resume will choke on it
+    cfg.resume = True
+    with pytest.raises(Exception, match="checkpoint"):
+        run(cfg, tmp_path)
+
+
 def _cli(args, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "framework.cli", *args, f"hydra.run.dir={tmp_path}"],

@@ -2,14 +2,19 @@
 
 Each job keeps its own folder (checkpoint, JSONL log, TensorBoard events, result.json); a job whose
 result.json exists is not redone when ``resume=true``, provided it was finished with the same
-settings (its ``settings_hash``).
+settings (its ``settings_hash``). With ``runtime.workers`` > 1 the jobs are trained side by side in
+spawned worker processes (each job is seeded on its own, so the order they finish in changes
+nothing); the results come back in the plan's order.
 """
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import time
-from dataclasses import asdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +27,7 @@ from framework.models import count_params
 from framework.probes.running import probe_set, run_probes
 from framework.runners.windtunnel.plan import Job, WindTunnelPlan
 from framework.runners.windtunnel.taxonomy import classify
-from framework.runtime import RuntimeConfig, pick_device
+from framework.runtime import RuntimeConfig, apply_runtime, pick_device
 from framework.seeds import derive_seed, digest
 from framework.tasks import Task
 from framework.training import train
@@ -134,22 +139,65 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
     return result
 
 
-def run_plan(plan: WindTunnelPlan, run_dir: Path) -> dict:
-    """Train and score each job of the plan, one task's evaluation sets in memory at a time."""
+def _log_done(number: int, total: int, job: Job, result: dict) -> None:
+    log.info("job %d/%d: %s: kl_bits=%.4g entropy_mae_bits=%.4g", number, total, job.name,
+             result["kl_bits"], result["entropy_mae_bits"])
+
+
+def _run_in_worker(job: Job, run_dir: Path, seed: int, resume: bool, probe_options: dict | None,
+                   runtime: RuntimeConfig) -> dict:
+    """One job in a worker process: its own thread count, its own evaluation sets (the same ones the
+    parent would make: they are drawn from the run's seed)."""
+    apply_runtime(runtime)
+    return run_job(job, run_dir, seed, resume, _eval_sets(job, seed), probe_options, runtime=runtime)
+
+
+def _run_side_by_side(plan: WindTunnelPlan, run_dir: Path, workers: int) -> list[dict]:
+    """Every job on a pool of ``workers`` spawned processes (spawn, not fork: a forked child of a
+    process whose OpenMP pool has run can hang), one bar over the jobs instead of one per job."""
+    from tqdm.auto import tqdm
+
     settings = plan.settings
-    probe_options = settings.probe_options
-    results, eval_sets = [], {}
-    for number, job in enumerate(plan.jobs, 1):
-        t = job.train
-        key = (job.task_key, t.val_sequences, t.eval_sequences, t.eval_batch_size)
-        if key not in eval_sets:
-            eval_sets = {key: _eval_sets(job, settings.seed)}
-        log.info("job %d/%d: %s (%s, %d steps)", number, len(plan.jobs), job.name, job.model_config, t.steps)
-        result = run_job(job, run_dir, settings.seed, settings.resume, eval_sets[key], probe_options,
-                         runtime=settings.runtime)
-        log.info("job %d/%d: %s: kl_bits=%.4g entropy_mae_bits=%.4g", number, len(plan.jobs), job.name,
-                 result["kl_bits"], result["entropy_mae_bits"])
-        results.append(result)
+    threads = settings.runtime.threads or max(1, (os.cpu_count() or 1) // workers)
+    runtime = replace(settings.runtime, threads=threads, progress=False)
+    log.info("%d jobs on %d workers, %d thread(s) each", len(plan.jobs), workers, threads)
+    results: dict[int, dict] = {}
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_run_in_worker, job, run_dir, settings.seed, settings.resume,
+                               settings.probe_options, runtime): i for i, job in enumerate(plan.jobs)}
+        with tqdm(total=len(futures), desc="jobs", disable=not settings.runtime.progress) as bar:
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()  # a worker's error is raised here, by its own type
+                _log_done(i + 1, len(plan.jobs), plan.jobs[i], results[i])
+                bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # the running jobs finish or fail; none start
+        raise
+    pool.shutdown()
+    return [results[i] for i in range(len(plan.jobs))]
+
+
+def run_plan(plan: WindTunnelPlan, run_dir: Path) -> dict:
+    """Train and score each job of the plan, one task's evaluation sets in memory at a time (or on
+    ``runtime.workers`` processes side by side)."""
+    settings = plan.settings
+    workers = min(settings.runtime.workers, len(plan.jobs))
+    if workers > 1:
+        results = _run_side_by_side(plan, run_dir, workers)
+    else:
+        results, eval_sets = [], {}
+        for number, job in enumerate(plan.jobs, 1):
+            t = job.train
+            key = (job.task_key, t.val_sequences, t.eval_sequences, t.eval_batch_size)
+            if key not in eval_sets:
+                eval_sets = {key: _eval_sets(job, settings.seed)}
+            log.info("job %d/%d: %s (%s, %d steps)", number, len(plan.jobs), job.name, job.model_config, t.steps)
+            result = run_job(job, run_dir, settings.seed, settings.resume, eval_sets[key], settings.probe_options,
+                             runtime=settings.runtime)
+            _log_done(number, len(plan.jobs), job, result)
+            results.append(result)
     metrics = {"runs": results}
     if settings.taxonomy.primitives:
         metrics["taxonomy"] = classify(results, settings.taxonomy)
