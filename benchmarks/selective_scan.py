@@ -42,8 +42,7 @@ def main(argv=None) -> None:
         tensors = inputs(*size, device)
         seconds = {impl: median_seconds(lambda: step(impl, tensors), repeats=args.repeats) for impl in impls}
         rows.append({"B_D_N_L": list(size), "seconds": seconds,
-                     "speedup_vs_ref": {impl: seconds["ref"] / seconds[impl] for impl in impls},
-                     "compiled_vs_fused": seconds["fused"] / seconds["compiled"] if "compiled" in seconds else None})
+                     "speedup_vs_ref": {impl: seconds["ref"] / seconds[impl] for impl in impls}})
         print(f"{size}: " + "  ".join(f"{i} {1e3 * s:.1f} ms ({seconds['ref'] / s:.2f}x)" for i, s in seconds.items()))
     path = save("selective_scan", {"what": "selective scan forward+backward, float32", "rows": rows})
     plot(rows)

@@ -31,6 +31,7 @@ from framework.config import CONFIG_DIR
 from framework.errors import ConfigError, FrameworkError
 from framework.experiment import plan
 from framework.runners import RUNNERS, get_runner, register_schemas
+from framework.runtime import threads_per_job
 
 # Hydra's own flags: with any of these the command is not a run, and Hydra handles it.
 _HYDRA_FLAGS_NOT_RUNS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--shell-completion",
@@ -101,7 +102,7 @@ def _app(cfg: DictConfig) -> None:
             n_jobs = os.cpu_count() or 1
         if n_jobs and cfg.runtime.threads == 0:
             # Parallel local jobs share the cores: without this each would start one thread per core.
-            cfg.runtime.threads = max(1, (os.cpu_count() or 1) // n_jobs)
+            cfg.runtime.threads = threads_per_job(n_jobs)
     try:
         metrics = run(cfg, run_dir)
     except FrameworkError as err:

@@ -23,9 +23,9 @@ class RuntimeConfig:
     device: str = "auto"  # auto = cuda when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (sweeps on joblib set it per job)
     # Jobs of one run trained side by side, each in its own process with `threads` threads (0: the
-    # cores / workers). 1: one after another in this process. A small model gains little from a
-    # second thread (the demo transformer's step: 20 ms on 2 threads, 19 on 1), so on 2 cores two
-    # jobs at once nearly halve a run of many jobs (`experiment=demo` sets 2).
+    # cores / workers). 1: one after another in this process. A model this small gains little from a
+    # second thread: `make demo` took 5 min 30 s one job at a time on 2 threads and 4 min 26 s two
+    # at a time on one thread each, quiet, on this project's 2-core machine (`experiment=demo` sets 2).
     workers: int = 1
     # CUDA: ask torch for deterministic kernels (torch.use_deterministic_algorithms, warn_only) and
     # set CUBLAS_WORKSPACE_CONFIG. CPU runs are deterministic without it.
@@ -37,6 +37,11 @@ class RuntimeConfig:
         require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         require(isinstance(self.workers, int) and not isinstance(self.workers, bool) and self.workers >= 1,
                 "workers", f"must be an integer >= 1, got {self.workers!r}")
+
+
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` processes sharing this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def pick_device(name: str) -> torch.device:

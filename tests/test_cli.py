@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from framework.errors import CheckpointError
 from framework.experiment import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def test_a_failing_job_on_a_worker_fails_the_run_by_its_own_error(compose, tmp_p
     (tmp_path / "bijection_mamba").mkdir(parents=True)
     (tmp_path / "bijection_mamba" / "checkpoint.pt").write_text("not a checkpoint")  # resume will choke on it
     cfg.resume = True
-    with pytest.raises(Exception, match="checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint"):
         run(cfg, tmp_path)
 
 

@@ -19,7 +19,8 @@ obviously correct one.
 - :func:`selective_scan_ref`: a plain loop over time. The definition; tests compare against it.
 - :func:`selective_scan_compiled` (``selective_scan_kernel.py``): the whole scan, softplus, D skip
   and gate included, as C++ compiled at first use: each direction one pass over time with the state
-  in registers. What runs on CPU; 2-4x faster than the fused scan (``benchmarks/selective_scan.py``).
+  in registers. What runs on CPU; 2.1-2.7x faster than the fused scan forward + backward at the demo's
+  shapes, one thread (``benchmarks/selective_scan.py``).
 - :func:`selective_scan_fused`: the same loop, with the delta bias and softplus, D skip and gate, as
   a single autograd node with a hand-written backward (:class:`_SelectiveScanFn`) in PyTorch ops.
   What runs on CUDA without mamba-ssm, and on CPU where the compiled scan cannot be built.
@@ -81,7 +82,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from framework.models.selective_scan_kernel import selective_scan_compiled
+from framework.models.selective_scan_kernel import apply_upcast, selective_scan_compiled
 from framework.models.selective_scan_kernel import supports as supports_compiled
 
 
@@ -433,14 +434,8 @@ def selective_scan_fused(
     same result)."""
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    dtype_in = u.dtype
-    dtype = torch.promote_types(u.dtype, torch.float32)
-    u, delta, A, B, C, D, z, delta_bias = (t if t is None else t.to(dtype)
-                                          for t in (u, delta, A, B, C, D, z, delta_bias))
-    with torch.autocast(u.device.type, enabled=False):  # keep the bmm out of half precision
-        y, last = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
-    y = y.to(dtype_in)
-    return (y, last) if return_last_state else y
+    return apply_upcast(_SelectiveScanFn, return_last_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                        chunk)
 
 
 _IMPLS = {"compiled": selective_scan_compiled, "fused": selective_scan_fused, "parallel": selective_scan_parallel,

@@ -184,6 +184,19 @@ class _CompiledScanFn(torch.autograd.Function):
                 dz.transpose(1, 2) if dz is not None else None, dbias, None)
 
 
+def apply_upcast(function: type[torch.autograd.Function], return_last_state: bool, u, delta, A, B, C, D, z,
+                 delta_bias, *rest):
+    """``function.apply`` on the scan's tensors in at least float32 (float64 stays float64), autocast
+    off (it would put the scan's products back in half precision); y back in u's dtype."""
+    dtype_in = u.dtype
+    dtype = torch.promote_types(u.dtype, torch.float32)
+    tensors = (t if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias))
+    with torch.autocast(u.device.type, enabled=False):
+        y, last = function.apply(*tensors, *rest)
+    y = y.to(dtype_in)
+    return (y, last) if return_last_state else y
+
+
 def supports(u: torch.Tensor, A: torch.Tensor) -> bool:
     """Whether the compiled scan can take these inputs: on CPU, state size <= its maximum, and built."""
     lib = library() if u.device.type == "cpu" else None
@@ -197,11 +210,4 @@ def selective_scan_compiled(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
     if not supports(u, A):
         raise RuntimeError("the compiled selective scan needs CPU tensors, d_state <= "
                            f"{library().scan_max_state() if library() else '?'}, and a built kernel")
-    dtype_in = u.dtype
-    dtype = torch.promote_types(u.dtype, torch.float32)
-    u, delta, A, B, C, D, z, delta_bias = (t if t is None else t.to(dtype)
-                                          for t in (u, delta, A, B, C, D, z, delta_bias))
-    with torch.autocast("cpu", enabled=False):
-        y, last = _CompiledScanFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    y = y.to(dtype_in)
-    return (y, last) if return_last_state else y
+    return apply_upcast(_CompiledScanFn, return_last_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus)

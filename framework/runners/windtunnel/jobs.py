@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, replace
@@ -27,7 +26,7 @@ from framework.models import count_params
 from framework.probes.running import probe_set, run_probes
 from framework.runners.windtunnel.plan import Job, WindTunnelPlan
 from framework.runners.windtunnel.taxonomy import classify
-from framework.runtime import RuntimeConfig, apply_runtime, pick_device
+from framework.runtime import RuntimeConfig, apply_runtime, pick_device, threads_per_job
 from framework.seeds import derive_seed, digest
 from framework.tasks import Task
 from framework.training import train
@@ -158,7 +157,7 @@ def _run_side_by_side(plan: WindTunnelPlan, run_dir: Path, workers: int) -> list
     from tqdm.auto import tqdm
 
     settings = plan.settings
-    threads = settings.runtime.threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = settings.runtime.threads or threads_per_job(workers)
     runtime = replace(settings.runtime, threads=threads, progress=False)
     log.info("%d jobs on %d workers, %d thread(s) each", len(plan.jobs), workers, threads)
     results: dict[int, dict] = {}
