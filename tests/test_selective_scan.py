@@ -388,11 +388,11 @@ def test_mamba_mixer_matches_the_reference_block(batch, L, monkeypatch):
 
 @needs_kernel
 @pytest.mark.parametrize("regime", ["small", "large", "mixed"])
-@pytest.mark.parametrize("batch,dim,n,L", GRID + [(2, 13, 16, 93), (1, 20, 3, 5)])
+@pytest.mark.parametrize("batch,dim,n,L", GRID + [(2, 13, 16, 93), (1, 20, 3, 5), (2, 37, 16, 20), (1, 16, 4, 7)])
 def test_compiled_matches_reference_with_gradients(batch, dim, n, L, regime):
     """The compiled CPU scan, float64 (its exp and log1p are the C library's there): outputs, last state
     and every gradient, the scan alone and with D, z, and the delta bias through the softplus. Channel
-    counts that are not a multiple of its 8-lane blocks included."""
+    counts that are not a multiple of its 8- or 16-lane blocks (AVX-512) included."""
     inputs = make_inputs(batch, dim, n, L, regime)
     for full, softplus in ((False, False), (True, False), (True, True)):
         ref = run_with_grads(selective_scan_ref, inputs, full=full, softplus=softplus)
