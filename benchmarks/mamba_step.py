@@ -22,10 +22,13 @@ SCANS = ("compiled", "fused")
 OTHER_TASK = {"bijection": "~tasks.hmm", "hmm": "~tasks.bijection"}
 
 
-def steps_for(task: str, size: str) -> dict:
-    """name -> a zero-argument training step, for the transformer and for Mamba under each scan."""
+def steps_for(task: str, size: str, batch_size: int = 0) -> dict:
+    """name -> a zero-argument training step, for the transformer and for Mamba under each scan (at the
+    default batch size, or ``batch_size`` where given)."""
     sizes = [f"models.transformer.{k}={v}" for k, v in SIZES[size].items()]
-    jobs = plan("demo", [OTHER_TASK[task], "~models.lstm", "~models.mlp", "~models.mlp_token", "~train_by", *sizes])
+    batch = [f"train.batch_size={batch_size}"] if batch_size else []
+    jobs = plan("demo", [OTHER_TASK[task], "~models.lstm", "~models.mlp", "~models.mlp_token", "~train_by", *sizes,
+                         *batch])
     steps = {}
     for job in jobs:
         for scan in SCANS if job.model_key == "mamba" else ("",):
@@ -46,25 +49,27 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="demo" if QUICK else "demo,mid")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3 if QUICK else 15)
+    parser.add_argument("--batch-size", type=int, default=0, help="instead of the default training batch")
+    parser.add_argument("--out", default="mamba_step", help="results file name (under benchmarks/results)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for size in args.sizes.split(","):
         for task in OTHER_TASK:
-            seconds = interleaved_medians(steps_for(task, size), repeats=args.repeats, warmup=3)
+            seconds = interleaved_medians(steps_for(task, size, args.batch_size), repeats=args.repeats, warmup=3)
             row = {"size": size, "task": task, "step_seconds": seconds,
                    "ratio": {scan: seconds[f"mamba {scan}"] / seconds["transformer"] for scan in SCANS}}
             rows.append(row)
             print(f"{size} {task}: transformer {1e3 * seconds['transformer']:.1f} ms; Mamba " + ", ".join(
                 f"{scan} {1e3 * seconds[f'mamba {scan}']:.1f} ms ({row['ratio'][scan]:.2f}x)" for scan in SCANS),
                 flush=True)
-    path = save("mamba_step", {"what": "Mamba training step / transformer training step, equal parameters",
-                               "threads": args.threads, "rows": rows})
-    plot(rows)
+    path = save(args.out, {"what": "Mamba training step / transformer training step, equal parameters",
+                           "threads": args.threads, "batch_size": args.batch_size or "default", "rows": rows})
+    plot(rows, args.out)
     print(f"wrote {path}")
 
 
-def plot(rows: list[dict]) -> None:
+def plot(rows: list[dict], name: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = [f"{r['task']}\n{r['size']}" for r in rows]
@@ -75,7 +80,7 @@ def plot(rows: list[dict]) -> None:
     ax.set_xticks(range(len(rows)), labels)
     ax.set(ylabel="step seconds / transformer's", title="Mamba's training step over the transformer's (CPU)")
     ax.legend()
-    save_figure(fig, "mamba_step")
+    save_figure(fig, name)
 
 
 if __name__ == "__main__":
