@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 # OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep rather than spin. In two busy runs (beside a test
 # suite; not interleaved) the demo's HMM transformer ran at 13 steps/s with it and 5 without; on idle
-# cores spinning is ~1.17x faster a step (benchmarks/README.md). `make demo OMP_WAIT_POLICY=ACTIVE`.
+# cores spinning is faster with 2 threads (1.17x to 2.3x, benchmarks/README.md); the demo's jobs run on one
+# thread each, where it makes no difference. `make demo OMP_WAIT_POLICY=ACTIVE`.
 OMP_WAIT_POLICY ?= PASSIVE
 demo: $(STAMP)
 	OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(VENV)/bin/windtunnel experiment=demo hydra.run.dir=$(DEMO_DIR)

@@ -10,8 +10,9 @@ by a hash of the source, the flags, the compiler's version and this CPU's instru
 write to a temporary file and rename it, so concurrent processes of a sweep do not collide.
 
 Where no compiler is found or the build fails, :func:`library` returns None, warns once, and the
-scan falls back to the pure-PyTorch fused scan (the same numbers to float32 rounding, 2-3x
-slower at the demo size: ``benchmarks/selective_scan.py``).
+scan falls back to the pure-PyTorch fused scan (the same numbers to float32 rounding; the scan
+5.3x to 6.9x slower, ``benchmarks/selective_scan.py``, and Mamba's training step 1.3x to 1.7x,
+``benchmarks/mamba_step.py``).
 ``WINDTUNNEL_CPU_KERNEL=0`` turns the kernel off.
 """
 from __future__ import annotations
