@@ -22,9 +22,9 @@ SCANS = ("compiled", "fused")
 OTHER_TASK = {"bijection": "~tasks.hmm", "hmm": "~tasks.bijection"}
 
 
-def steps_for(task: str, size: str, batch_size: int = 0) -> dict:
+def steps_for(task: str, size: str, batch_size: int = 0) -> tuple[dict, int]:
     """name -> a zero-argument training step, for the transformer and for Mamba under each scan (at the
-    default batch size, or ``batch_size`` where given)."""
+    default batch size, or ``batch_size`` where given); and the batch size used."""
     sizes = [f"models.transformer.{k}={v}" for k, v in SIZES[size].items()]
     batch = [f"train.batch_size={batch_size}"] if batch_size else []
     jobs = plan("demo", [OTHER_TASK[task], "~models.lstm", "~models.mlp", "~models.mlp_token", "~train_by", *sizes,
@@ -41,7 +41,7 @@ def steps_for(task: str, size: str, batch_size: int = 0) -> dict:
             name = f"{job.model_key} {scan}".strip()
             steps[name] = (lambda m=model, o=optimizer, g=generator, j=job:
                            train_step(m, m, o, j.task.sample(j.train.batch_size, g), j.train))
-    return steps
+    return steps, jobs[0].train.batch_size
 
 
 def main(argv=None) -> None:
@@ -56,15 +56,16 @@ def main(argv=None) -> None:
     rows = []
     for size in args.sizes.split(","):
         for task in OTHER_TASK:
-            seconds = interleaved_medians(steps_for(task, size, args.batch_size), repeats=args.repeats, warmup=3)
-            row = {"size": size, "task": task, "step_seconds": seconds,
+            steps, batch_size = steps_for(task, size, args.batch_size)
+            seconds = interleaved_medians(steps, repeats=args.repeats, warmup=3)
+            row = {"size": size, "task": task, "batch_size": batch_size, "step_seconds": seconds,
                    "ratio": {scan: seconds[f"mamba {scan}"] / seconds["transformer"] for scan in SCANS}}
             rows.append(row)
             print(f"{size} {task}: transformer {1e3 * seconds['transformer']:.1f} ms; Mamba " + ", ".join(
                 f"{scan} {1e3 * seconds[f'mamba {scan}']:.1f} ms ({row['ratio'][scan]:.2f}x)" for scan in SCANS),
                 flush=True)
     path = save(args.out, {"what": "Mamba training step / transformer training step, equal parameters",
-                           "threads": args.threads, "batch_size": args.batch_size or "default", "rows": rows})
+                           "threads": args.threads, "rows": rows})
     plot(rows, args.out)
     print(f"wrote {path}")
 

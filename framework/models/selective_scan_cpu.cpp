@@ -29,7 +29,7 @@ namespace {
 
 // W = 16 where the compiler targets AVX-512 (one zmm register of floats), else 8 (one AVX2 register).
 // Measured on the 2-core AMD EPYC (AVX-512), one thread: 16 lanes made the forward + backward 1.3x to
-// 1.7x faster than 8 (14.3 against 21.7 ms at B, D, N, L = 32, 164, 16, 93).
+// 1.8x faster than 8 (14.3 against 21.7 ms at B, D, N, L = 32, 164, 16, 93; benchmarks/README.md).
 #if defined(__AVX512F__)
 constexpr int W = 16;
 #else
