@@ -55,3 +55,4 @@ bench: $(STAMP)
 bench-long: $(STAMP)
 	$(PY) -m benchmarks.time_to_target --out time_to_target_grid
 	$(PY) -m benchmarks.train_ablation
+	$(PY) -m benchmarks.noise_scale

@@ -59,3 +59,35 @@ def test_sync_free_discretisation_equals_the_host_checked_one():
         p = torch.distributions.Dirichlet(torch.full((n,), 0.3)).sample((4000,)).double().clamp(min=0.05)
         p = p / p.sum(-1, keepdim=True)
         assert torch.equal(discretise_rows(p, passes=n), discretise_rows(p)), n
+
+
+def test_noise_scale_statistics_equal_the_per_sequence_brute_force():
+    # With micro-batches of one sequence, the estimator's |G|^2 and tr(Sigma) are the unbiased sample
+    # statistics of the per-sequence gradients, computed here one sequence at a time in float64.
+    from benchmarks.noise_scale import gradient_statistics
+    from framework.models import TransformerConfig, build_model
+    from framework.training.loop import loss_on
+
+    task = build_task(BijectionConfig(V=5, L=5))
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32), task.vocab_size,
+                        task.n_classes, task.seq_len)
+    stats = gradient_statistics(model, task, micro=12, b=1, seed=3)
+    generator = torch.Generator("cpu").manual_seed(3)
+    batches = [task.sample(1, generator) for _ in range(12)]
+    for objective in ("label", "posterior"):
+        grads = []
+        for batch in batches:
+            model.zero_grad()
+            loss_on(model, batch, objective).backward()
+            grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
+        g = torch.stack(grads)  # (12, n_params)
+        trace_cov = g.var(0, unbiased=True).sum().item()
+        grad_sq = g.mean(0).square().sum().item() - trace_cov / 12
+        assert stats[objective]["trace_cov"] == pytest.approx(trace_cov, rel=1e-6)
+        assert stats[objective]["grad_sq"] == pytest.approx(grad_sq, rel=1e-6, abs=1e-9)
+        # A true gradient drowned by the noise can estimate below zero: its noise scale is then unbounded.
+        assert stats[objective]["b_simple"] == (pytest.approx(trace_cov / grad_sq, rel=1e-5) if grad_sq > 0
+                                                else float("inf"))
+    # The label's sampling noise is noise on top of the context's: more of it than the posterior's.
+    assert stats["label"]["trace_cov"] > stats["posterior"]["trace_cov"]
