@@ -168,6 +168,16 @@ def pyplot():
     return plt
 
 
+def no_minor_log_labels(ax) -> None:
+    """No labels on a log axis's minor ticks: over about a decade matplotlib writes them as 2x10^1,
+    3x10^1, ..., which collide."""
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_minor_formatter(NullFormatter())
+
+
 def save_figure(fig, name: str) -> Path:
     """results/<name>.png, and the figure freed."""
     path = RESULTS / f"{name}.png"

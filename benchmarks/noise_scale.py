@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.common import QUICK, pyplot, save, save_figure
+from benchmarks.common import QUICK, no_minor_log_labels, pyplot, save, save_figure
 from benchmarks.time_to_target import CASES, DEFAULT_STEPS, job_for
 from framework.metrics import EvalSet, evaluate
 from framework.seeds import derive_seed
@@ -94,7 +94,6 @@ def run_case(name: str, micro: int, b: int, snapshot_every: int, seed: int) -> d
 
 def plot(payload: dict, name: str) -> None:
     plt = pyplot()
-    from matplotlib.ticker import NullFormatter
     cells = list(payload["results"].values())
     fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 3.8), squeeze=False)
     for ax, cell in zip(axes[0], cells):
@@ -106,7 +105,7 @@ def plot(payload: dict, name: str) -> None:
         ax.set(xscale="log", yscale="log", xlabel=f"validation {cell['metric']} (label-trained snapshot)",
                ylabel="noise scale B_simple (sequences)", title=cell["case"])
         ax.invert_xaxis()
-        ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels collide over one decade
+        no_minor_log_labels(ax)
         ax.legend(fontsize=7)
     save_figure(fig, name)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.common import QUICK, device, interleaved_medians, plan, pyplot, save, save_figure
+from benchmarks.common import QUICK, device, interleaved_medians, no_minor_log_labels, plan, pyplot, save, save_figure
 from framework.io import write_json
 from framework.metrics import EvalSet, evaluate
 from framework.seeds import derive_seed
@@ -316,6 +316,7 @@ def plot(payload: dict, name: str) -> None:
             ax.axhline(target, color="k", ls="--", lw=0.8)
         ax.set(yscale="log", xscale="log", xlabel="training seconds (steps x step time)", ylabel=cell["metric"],
                title=f"{cell['case']} {cell['size']} {cell['objective']}")
+        no_minor_log_labels(ax)
         ax.legend(fontsize=7)
     save_figure(fig, name)
 
