@@ -63,8 +63,9 @@ def gradient_statistics(model: torch.nn.Module, task: Task, micro: int, b: int, 
         var_of_micro = (sq_norms[objective] - micro * mean.square().sum().item()) / (micro - 1)  # tr Cov(g_micro)
         grad_sq = mean.square().sum().item() - var_of_micro / micro
         trace_cov = b * var_of_micro
+        # A true gradient drowned by the noise can estimate at or below zero: no finite noise scale (None).
         out[objective] = {"grad_sq": grad_sq, "trace_cov": trace_cov,
-                          "b_simple": trace_cov / grad_sq if grad_sq > 0 else float("inf")}
+                          "b_simple": trace_cov / grad_sq if grad_sq > 0 else None}
     return out
 
 
@@ -99,8 +100,8 @@ def plot(payload: dict, name: str) -> None:
     for ax, cell in zip(axes[0], cells):
         bits = [r[cell["metric"]] for r in cell["snapshots"]]
         for objective, color in zip(OBJECTIVES, ("tab:red", "tab:blue")):
-            ax.plot(bits, [max(r[objective]["b_simple"], 1e-2) for r in cell["snapshots"]], "o-", color=color,
-                    label=f"target={objective}")
+            scales = [r[objective]["b_simple"] or float("nan") for r in cell["snapshots"]]
+            ax.plot(bits, scales, "o-", color=color, label=f"target={objective}")
         ax.axhline(cell["batch_size"], color="k", ls="--", lw=0.8, label=f"batch {cell['batch_size']}")
         ax.set(xscale="log", yscale="log", xlabel=f"validation {cell['metric']} (label-trained snapshot)",
                ylabel="noise scale B_simple (sequences)", title=cell["case"])
@@ -121,12 +122,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     payload = {"what": "gradient noise scale of both objectives along a label-trained run", "results": {}}
     for name in args.cases.split(","):
-        payload["results"][name] = run_case(name, args.micro_batches, args.micro_batch_size,
-                                            args.snapshot_every, args.seed)
-        for row in payload["results"][name]["snapshots"]:
-            print(f"{name} step {row['step']}: {payload['results'][name]['metric']} {row[payload['results'][name]['metric']]:.4f}, "
-                  + ", ".join(f"{o} B_simple {row[o]['b_simple']:.1f}" for o in OBJECTIVES), flush=True)
-        save(args.out, payload)
+        cell = run_case(name, args.micro_batches, args.micro_batch_size, args.snapshot_every, args.seed)
+        for row in cell["snapshots"]:
+            scales = ", ".join(f"{o} B_simple {row[o]['b_simple']}" for o in OBJECTIVES)
+            print(f"{name} step {row['step']}: {cell['metric']} {row[cell['metric']]:.4f}, {scales}", flush=True)
+        payload["results"][name] = cell
+        save(args.out, payload)  # after every case: a run that dies keeps what it measured
     plot(payload, args.out)
 
 
