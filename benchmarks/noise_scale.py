@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     for name in args.cases.split(","):
         cell = run_case(name, args.micro_batches, args.micro_batch_size, args.snapshot_every, args.seed)
         for row in cell["snapshots"]:
-            scales = ", ".join(f"{o} B_simple {row[o]['b_simple']}" for o in OBJECTIVES)
+            scales = ", ".join(f"{o} B_simple {row[o]['b_simple'] or float('inf'):.1f}" for o in OBJECTIVES)
             print(f"{name} step {row['step']}: {cell['metric']} {row[cell['metric']]:.4f}, {scales}", flush=True)
         payload["results"][name] = cell
         save(args.out, payload)  # after every case: a run that dies keeps what it measured
