@@ -31,10 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.common import QUICK, no_minor_log_labels, pyplot, save, save_figure
-from benchmarks.time_to_target import CASES, DEFAULT_STEPS, job_for
-from framework.metrics import EvalSet, evaluate
+from benchmarks.time_to_target import CASES, DEFAULT_STEPS, job_for, seeded_train
+from framework.metrics import evaluate
 from framework.seeds import derive_seed
-from framework.training import train
 from framework.training.checkpoint import SNAPSHOTS
 from framework.training.loop import loss_on
 from framework.tasks.base import Task
@@ -46,12 +45,13 @@ def gradient_statistics(model: torch.nn.Module, task: Task, micro: int, b: int, 
     """|G|^2, tr(Sigma) per sequence and their ratio for each objective, from ``micro`` micro-batches of
     ``b`` fresh sequences (the same sequences for both objectives)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    generator = torch.Generator("cpu").manual_seed(seed)
-    sums = {o: torch.zeros(sum(p.numel() for p in params), dtype=torch.float64) for o in OBJECTIVES}
+    dev = params[0].device
+    generator = torch.Generator("cpu").manual_seed(seed)  # the same sequences on any device
+    sums = {o: torch.zeros(sum(p.numel() for p in params), dtype=torch.float64, device=dev) for o in OBJECTIVES}
     sq_norms = {o: 0.0 for o in OBJECTIVES}
     model.train()
     for _ in range(micro):
-        batch = task.sample(b, generator)
+        batch = task.sample(b, generator).to(dev)
         for objective in OBJECTIVES:
             grads = torch.autograd.grad(loss_on(model, batch, objective), params)
             flat = torch.cat([g.reshape(-1) for g in grads]).double()
@@ -75,13 +75,9 @@ def run_case(name: str, micro: int, b: int, snapshot_every: int, seed: int) -> d
     cfg = replace(job.train, target="label", steps=DEFAULT_STEPS[job.task_key] if not QUICK else 100,
                   snapshot_every=snapshot_every, eval_every=snapshot_every, time_limit_s=0.0,
                   target_kl_bits=0.0, target_entropy_mae_bits=0.0)
-    torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
-    model = job.build_model()
-    val = EvalSet.generate(job.task, cfg.val_sequences, derive_seed(seed, job.task_key, "val"), cfg.eval_batch_size)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        out = train(model, job.task, cfg, Path(tmp), seed=derive_seed(seed, job.task_key, "data"), val_set=val,
-                    meta={"job": job.name}, desc=f"{name}: label run", progress=True)
+        model, val, out = seeded_train(job, cfg, seed, Path(tmp), progress=True)
         snapshots = sorted((Path(tmp) / SNAPSHOTS).glob("step_*.pt"))
         for path in tqdm(snapshots, desc=f"{name}: noise scale", leave=False):
             snap = torch.load(path, weights_only=True)

@@ -132,18 +132,25 @@ def step_seconds(jobs_and_settings: dict[str, tuple], repeats: int) -> dict[str,
     return interleaved_medians(steps, repeats=repeats, warmup=2)
 
 
+def seeded_train(job, cfg, seed: int, out_dir: Path, progress: bool = False):
+    """``job``'s model trained with ``cfg`` into ``out_dir``: its initialisation, validation set and data
+    stream derived from ``seed``. Returns (model, validation set, TrainResult)."""
+    torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
+    model = job.build_model().to(device())
+    val = EvalSet.generate(job.task, cfg.val_sequences, derive_seed(seed, job.task_key, "val"), cfg.eval_batch_size)
+    out = train(model, job.task, cfg, out_dir, seed=derive_seed(seed, job.task_key, "data"), val_set=val,
+                meta={"job": job.name}, desc=job.name, progress=progress)
+    return model, val, out
+
+
 def run_once(job, case: Case, seed: int, fields: dict, eval_every: int) -> dict:
     """Train ``job`` to the strictest of ``case``'s targets (or its budget); score it on fresh sequences."""
     dev = device()
     target = {"target_kl_bits" if case.metric == "kl_bits" else "target_entropy_mae_bits": case.targets[-1]}
     cfg = replace(job.train, **fields, **target, eval_every=eval_every, time_limit_s=case.budget_s)
-    torch.manual_seed(derive_seed(seed, job.task_key, job.model_key, "init"))
-    model = job.build_model().to(dev)
-    val = EvalSet.generate(job.task, cfg.val_sequences, derive_seed(seed, job.task_key, "val"), cfg.eval_batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        out = train(model, job.task, cfg, Path(tmp), seed=derive_seed(seed, job.task_key, "data"), val_set=val,
-                    meta={"job": job.name}, desc=job.name, progress=False)
+        model, _, out = seeded_train(job, cfg, seed, Path(tmp))
         wall = time.perf_counter() - started
     test = evaluate(model, EvalSet.generate(job.task, 2048, derive_seed(seed, job.task_key, "test"),
                                             cfg.eval_batch_size), dev)

@@ -61,33 +61,40 @@ def test_sync_free_discretisation_equals_the_host_checked_one():
         assert torch.equal(discretise_rows(p, passes=n), discretise_rows(p)), n
 
 
-def test_noise_scale_statistics_equal_the_per_sequence_brute_force():
-    # With micro-batches of one sequence, the estimator's |G|^2 and tr(Sigma) are the unbiased sample
-    # statistics of the per-sequence gradients, computed here one sequence at a time in float64.
+@pytest.mark.parametrize("b", [1, 2])
+def test_noise_scale_statistics_equal_the_per_sequence_brute_force(b):
+    # The estimator's |G|^2 and tr(Sigma) are the unbiased sample statistics of the micro-batch
+    # gradients, each the mean of its sequences' gradients, computed here one sequence at a time in
+    # float64; tr(Sigma) is per sequence, b x that of a micro-batch.
     from benchmarks.noise_scale import gradient_statistics
     from framework.models import TransformerConfig, build_model
+    from framework.tasks.base import Batch
     from framework.training.loop import loss_on
 
-    task = build_task(BijectionConfig(V=5, L=5))
+    task, micro = build_task(BijectionConfig(V=5, L=5)), 12
     torch.manual_seed(0)
     model = build_model(TransformerConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32), task.vocab_size,
                         task.n_classes, task.seq_len)
-    stats = gradient_statistics(model, task, micro=12, b=1, seed=3)
+    stats = gradient_statistics(model, task, micro=micro, b=b, seed=3)
     generator = torch.Generator("cpu").manual_seed(3)
-    batches = [task.sample(1, generator) for _ in range(12)]
+    batches = [task.sample(b, generator) for _ in range(micro)]
     for objective in ("label", "posterior"):
         grads = []
         for batch in batches:
-            model.zero_grad()
-            loss_on(model, batch, objective).backward()
-            grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
-        g = torch.stack(grads)  # (12, n_params)
-        trace_cov = g.var(0, unbiased=True).sum().item()
-        grad_sq = g.mean(0).square().sum().item() - trace_cov / 12
-        assert stats[objective]["trace_cov"] == pytest.approx(trace_cov, rel=1e-6)
+            per_sequence = []
+            for i in range(b):
+                one = Batch(batch.tokens[i:i + 1], batch.positions, batch.posterior[i:i + 1], batch.labels[i:i + 1])
+                model.zero_grad()
+                loss_on(model, one, objective).backward()
+                per_sequence.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
+            grads.append(torch.stack(per_sequence).mean(0))
+        g = torch.stack(grads)  # (micro, n_params)
+        var_of_micro = g.var(0, unbiased=True).sum().item()
+        grad_sq = g.mean(0).square().sum().item() - var_of_micro / micro
+        assert stats[objective]["trace_cov"] == pytest.approx(b * var_of_micro, rel=1e-6)
         assert stats[objective]["grad_sq"] == pytest.approx(grad_sq, rel=1e-6, abs=1e-9)
         # A true gradient drowned by the noise can estimate below zero: no finite noise scale then.
-        assert stats[objective]["b_simple"] == (pytest.approx(trace_cov / grad_sq, rel=1e-5) if grad_sq > 0
+        assert stats[objective]["b_simple"] == (pytest.approx(b * var_of_micro / grad_sq, rel=1e-5) if grad_sq > 0
                                                 else None)
     # The label's sampling noise is noise on top of the context's: more of it than the posterior's.
     assert stats["label"]["trace_cov"] > stats["posterior"]["trace_cov"]
