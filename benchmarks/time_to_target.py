@@ -14,6 +14,9 @@ one (d_model 128, 4 layers) and the paper's (d_model 192, 6 layers, 6 heads). Se
   never reach the strict bijection targets with sampled labels; a ratio is taken against the faster
   of the two, per seed;
 * ``default``: ``configs/train/default.yaml`` as it is now, with the steps of ``DEFAULT_STEPS``;
+* ``default in float32``: the same with ``train.precision=float32``, where the default's ``auto``
+  means bfloat16 mixed precision (CUDA, CPUs with native bf16): what the mixed precision costs or
+  saves in bits and seconds (``demo before`` is float32, as the demo then was);
 * ``demo's setting``: the default with the deltas ``experiment=demo``'s ``train_by`` gives this
   case's transformer (the HMM transformer's EM-like schedule), where it has any.
 
@@ -49,6 +52,7 @@ from framework.metrics import EvalSet, evaluate
 from framework.seeds import derive_seed
 from framework.training import train
 from framework.training.loop import make_optimizer, train_step
+from framework.training.precision import resolve_precision
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ SIZES = {
 OBJECTIVES = ("label", "posterior")
 # experiment=demo's training settings before this benchmark's findings became the defaults.
 DEMO_BEFORE = {"batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "min_lr_ratio": 0.1, "weight_decay": 0.01,
-               "betas_1": 0.9, "betas_2": 0.95, "value_lr_mult": 1.0, "grad_clip": 1.0, "optimizer": "adamw"}
+               "betas_1": 0.9, "betas_2": 0.95, "value_lr_mult": 1.0, "grad_clip": 1.0, "optimizer": "adamw",
+               "precision": "float32"}
 DEMO_STEPS = {"bijection": 800, "hmm": 1500}
 DEFAULT_STEPS = {"bijection": 4000, "hmm": 6000}
 OTHERS = ["~models.mamba", "~models.lstm", "~models.mlp", "~models.mlp_token", "~train_by"]  # the defaults, no deltas
@@ -112,6 +117,8 @@ def settings_for(case: Case, objective: str, only: tuple[str, ...] = (), default
     if case.task == "bijection":
         out["demo before x4"] = {**before, "steps": 4 * before["steps"]}
     out["default"] = {"steps": default_steps or DEFAULT_STEPS[case.task], "target": objective}
+    if resolve_precision("auto", device()) != torch.float32:  # where "auto" is mixed precision: its cost in bits
+        out["default in float32"] = {**out["default"], "precision": "float32"}
     deltas = demo_deltas(case)
     if deltas:
         out["demo's setting"] = {**out["default"], **deltas}

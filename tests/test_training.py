@@ -47,9 +47,9 @@ class CrashingTask:
         return self.task.sample(batch_size, generator)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, optimizer):
-    cfg = replace(CFG, optimizer=optimizer)
+@pytest.mark.parametrize("optimizer, precision", [("adamw", "float32"), ("muon", "float32"), ("muon", "bfloat16")])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, optimizer, precision):
+    cfg = replace(CFG, optimizer=optimizer, precision=precision)
     straight = _model()
     out = train(straight, TASK, cfg, tmp_path / "a", seed=5, val_set=_val(), meta=META)
 

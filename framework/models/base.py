@@ -62,6 +62,15 @@ class SequenceModel(nn.Module):
                 for p in module.parameters()]
 
 
+def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """``head(features)`` in at least float32, also under bf16 autocast (``train.precision``): bfloat16
+    keeps three significant digits, and logits rounded to them would leave the model a floor of bits
+    above the posterior. The head is one small matrix; a float64 model (the tests) keeps float64."""
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    with torch.autocast(features.device.type, enabled=False):
+        return head(features.to(dtype))
+
+
 def hidden_matrices(module: nn.Module) -> list[nn.Parameter]:
     """The weights of every ``nn.Linear`` in ``module`` but those of submodules named ``head`` (the
     output layer of every model here). Muon's authors keep embeddings, the head, biases and norms on

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from framework.errors import require
-from framework.models.base import ModelConfig, SequenceModel
+from framework.models.base import ModelConfig, SequenceModel, head_logits
 
 
 @dataclass
@@ -56,6 +56,4 @@ class LSTM(SequenceModel):
         x = self.embedding(tokens)  # (B, T, d)
         x, _ = self.lstm(x)  # (B, T, d), top layer's hidden state at every step
         x = self.hook_features(self.ln_f(x))  # (B, T, d)
-        logits = self.head(x)  # (B, T, n_classes)
-        # float32 even under bf16 autocast; a float64 model (tests) keeps float64.
-        return logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return head_logits(self.head, x)  # (B, T, n_classes), float32 even under bf16 autocast

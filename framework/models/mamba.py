@@ -39,7 +39,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from framework.errors import require
-from framework.models.base import ModelConfig, SequenceModel
+from framework.models.base import ModelConfig, SequenceModel, head_logits
 from framework.models.selective_scan import selective_scan
 
 
@@ -214,6 +214,4 @@ class Mamba(SequenceModel):
         for block in self.blocks:
             x = block(x, self.scan_impl)  # (B, T, d)
         x = self.hook_features(self.norm_f(x))  # (B, T, d)
-        logits = self.head(x)  # (B, T, n_classes)
-        # float32 even under bf16 autocast; a float64 model (tests) keeps float64.
-        return logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return head_logits(self.head, x)  # (B, T, n_classes), float32 even under bf16 autocast

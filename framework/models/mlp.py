@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from framework.errors import require
-from framework.models.base import ModelConfig, SequenceModel
+from framework.models.base import ModelConfig, SequenceModel, head_logits
 
 
 CONTEXTS = ("prefix", "token")
@@ -117,6 +117,4 @@ class MLP(SequenceModel):
         for block in self.blocks:
             x = block(x)  # (B, T, hidden)
         x = self.hook_features(self.ln_f(x))  # (B, T, hidden)
-        logits = self.head(x)  # (B, T, n_classes)
-        # float32 even under bf16 autocast; a float64 model (tests) keeps float64.
-        return logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return head_logits(self.head, x)  # (B, T, n_classes), float32 even under bf16 autocast

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from framework.errors import require
+from framework.training.precision import PRECISIONS
 
 TARGETS = ("posterior", "label")
 OPTIMIZERS = ("adamw", "muon")
@@ -54,6 +55,11 @@ class TrainConfig:
     # training-dynamics probe reads them (attention stability against calibration over training).
     snapshot_every: int = 0
     compile: bool = False  # torch.compile the model (eager fallback if compilation fails)
+    # The training step's number format (framework.training.precision): "bfloat16" is mixed precision
+    # (bf16 matrix products and Newton-Schulz; float32 weights, optimizer state, head and loss),
+    # "float32" plain, "auto" bfloat16 where the hardware multiplies it natively (CUDA, CPUs with
+    # AVX512-BF16 or AMX) and float32 elsewhere. Evaluation on the CPU is float32 whatever this says.
+    precision: str = "auto"
     # (device, threads, determinism and the progress bar are run-wide: framework.runtime.RuntimeConfig)
 
     def __post_init__(self) -> None:
@@ -69,6 +75,8 @@ class TrainConfig:
         require(self.optimizer in OPTIMIZERS, "optimizer",
                 f"must be one of {', '.join(OPTIMIZERS)}; got '{self.optimizer}'")
         require(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
+        require(self.precision in PRECISIONS, "precision",
+                f"must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
         require(self.target in TARGETS, "target", f"must be one of {', '.join(TARGETS)}; got '{self.target}'")
         require(self.target_kl_bits >= 0, "target_kl_bits", f"must be >= 0, got {self.target_kl_bits}")
         require(self.target_entropy_mae_bits >= 0, "target_entropy_mae_bits",

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from framework.errors import NonFiniteLoss
 from framework.io import save_torch
 from framework.metrics.bits import soft_cross_entropy
-from framework.metrics.evaluate import EvalSet, autocast_for, evaluate
+from framework.metrics.evaluate import EvalSet, evaluate
 from framework.models.base import hidden_matrices
 from framework.tasks.base import Batch, Task
 from framework.training.checkpoint import CHECKPOINT, SNAPSHOTS, TrainState, restore, rewind_log, save_checkpoint
 from framework.training.config import TrainConfig
 from framework.training.muon import BatchedMuon, MuonWithAdamW
+from framework.training.precision import resolve_precision, training_autocast
 from framework.training.schedule import warmup_cosine
 
 LOG_EVERY = 50
@@ -51,7 +52,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None 
     ``cfg.value_lr_mult`` != 1 the attention value projections get their own groups, whose
     ``lr_mult`` the loop multiplies into the scheduled learning rate (Paper II's EM-like schedule).
     Muon's groups take the same learning rate: torch's "match_rms_adamw" adjustment scales each
-    matrix's step to AdamW's size; a model with no hidden matrices (the LSTM) gets AdamW alone.
+    matrix's step to AdamW's size; a model with no hidden matrices (the LSTM) gets AdamW alone. Muon
+    orthogonalises in the dtype ``cfg.precision`` resolves to on the model's device.
 
     ``cfg`` may be any settings object with ``lr``, ``weight_decay`` and ``betas_2`` (the continual
     strategies pass theirs, and need AdamW: Avalanche and the unit plugins read its ``state``); where
@@ -77,8 +79,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None 
     adamw = torch.optim.AdamW(param_groups(False), lr=cfg.lr, betas=betas, fused=fused)
     if not any(key[0] for key in groups):  # nothing for Muon (the LSTM's matrices are inside nn.LSTM)
         return adamw
+    device = next(model.parameters()).device
+    ns_dtype = resolve_precision(getattr(cfg, "precision", "float32"), device)
     return MuonWithAdamW(BatchedMuon(param_groups(True), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     adjust_lr_fn="match_rms_adamw"), adamw)
+                                     adjust_lr_fn="match_rms_adamw", ns_dtype=ns_dtype), adamw)
 
 
 def loss_on(model: torch.nn.Module, batch: Batch, target: str) -> torch.Tensor:
@@ -94,7 +98,8 @@ def train_step(model: torch.nn.Module, forward_model: torch.nn.Module, optimizer
 
     ``forward_model`` is ``model`` or its compiled wrapper; clipping reads ``model``'s parameters.
     """
-    with autocast_for(batch.tokens.device):
+    device = batch.tokens.device
+    with training_autocast(resolve_precision(cfg.precision, device), device):
         loss = loss_on(forward_model, batch, cfg.target)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
