@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.data_oracle
 	$(PY) -m benchmarks.selective_scan
 	$(PY) -m benchmarks.mamba_step
+	$(PY) -m benchmarks.precision_step
 	$(PY) -m benchmarks.scaling
 	$(PY) -m benchmarks.eval_cost
 	$(PY) -m benchmarks.causal_oracles
