@@ -178,6 +178,15 @@ def no_minor_log_labels(ax) -> None:
             axis.set_minor_formatter(NullFormatter())
 
 
+def grouped_bars(ax, groups: list[str], series: dict[str, list[float]]) -> None:
+    """One bar per series in each of ``groups`` (the x tick labels), side by side; ``series`` maps a
+    legend label to its values, one per group."""
+    width = 0.8 / len(series)
+    for k, (label, values) in enumerate(series.items()):
+        ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))], values, width, label=label)
+    ax.set_xticks(range(len(groups)), groups)
+
+
 def save_figure(fig, name: str) -> Path:
     """results/<name>.png, and the figure freed."""
     path = RESULTS / f"{name}.png"

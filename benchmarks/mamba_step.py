@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import QUICK, interleaved_medians, plan, pyplot, save, save_figure
+from benchmarks.common import QUICK, grouped_bars, interleaved_medians, plan, pyplot, save, save_figure
 from benchmarks.time_to_target import SIZES
 from framework.training.loop import make_optimizer, train_step
 
@@ -73,12 +73,9 @@ def main(argv=None) -> None:
 def plot(rows: list[dict], name: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels = [f"{r['task']}\n{r['size']}" for r in rows]
-    for k, scan in enumerate(SCANS):
-        ax.bar([i + (k - 0.5) * 0.4 for i in range(len(rows))], [r["ratio"][scan] for r in rows], 0.4,
-               label=f"Mamba, {scan} scan")
+    grouped_bars(ax, [f"{r['task']}\n{r['size']}" for r in rows],
+                 {f"Mamba, {scan} scan": [r["ratio"][scan] for r in rows] for scan in SCANS})
     ax.axhline(1.5, color="k", lw=0.8, ls="--", label="1.5x (the goal)")
-    ax.set_xticks(range(len(rows)), labels)
     ax.set(ylabel="step seconds / transformer's", title="Mamba's training step over the transformer's (CPU)")
     ax.legend()
     save_figure(fig, name)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from benchmarks.common import QUICK, interleaved_medians, plan, pyplot, save, save_figure
+from benchmarks.common import QUICK, grouped_bars, interleaved_medians, plan, pyplot, save, save_figure
 from benchmarks.time_to_target import SIZES
 from framework.training.loop import make_optimizer, train_step
 
@@ -72,13 +72,10 @@ def plot(rows: list[dict], name: str) -> None:
     models = sorted({r["model"] for r in rows}, key=["transformer", "mamba", "lstm", "mlp", "mlp_token"].index)
     cells = sorted({(r["size"], r["task"]) for r in rows}, key=lambda c: (list(SIZES).index(c[0]), c[1]))
     fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(models)
-    for k, model in enumerate(models):
-        by_cell = {(r["size"], r["task"]): r["speedup"] for r in rows if r["model"] == model}
-        ax.bar([i + (k - (len(models) - 1) / 2) * width for i in range(len(cells))],
-               [by_cell.get(c, 0.0) for c in cells], width, label=model)
+    speedup = {(r["model"], r["size"], r["task"]): r["speedup"] for r in rows}
+    grouped_bars(ax, [f"{task}\n{size}" for size, task in cells],
+                 {model: [speedup.get((model, *c), 0.0) for c in cells] for model in models})
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_xticks(range(len(cells)), [f"{task}\n{size}" for size, task in cells])
     ax.set(ylabel="float32 step / bfloat16 step", title="Mixed precision's training step speed-up (CPU)")
     ax.legend()
     save_figure(fig, name)

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import QUICK, median_seconds, save, save_figure
+from benchmarks.common import QUICK, grouped_bars, median_seconds, pyplot, save, save_figure
 from framework.models.selective_scan import selective_scan
 
 SIZES = [(8, 128, 16, 93), (128, 164, 16, 19), (32, 128, 16, 200), (128, 164, 16, 93)]  # (B, D, N, L)
@@ -50,20 +50,10 @@ def main(argv=None) -> None:
 
 
 def plot(rows) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    labels = ["x".join(map(str, r["B_D_N_L"])) for r in rows]
-    impls = list(rows[0]["speedup_vs_ref"])
-    width = 0.8 / len(impls)
-    for k, impl in enumerate(impls):
-        ax.bar([i + (k - (len(impls) - 1) / 2) * width for i in range(len(rows))],
-               [r["speedup_vs_ref"][impl] for r in rows], width, label=impl)
+    fig, ax = pyplot().subplots(figsize=(7, 4))
+    grouped_bars(ax, ["x".join(map(str, r["B_D_N_L"])) for r in rows],
+                 {impl: [r["speedup_vs_ref"][impl] for r in rows] for impl in rows[0]["speedup_vs_ref"]})
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks(range(len(rows)), labels)
     ax.set(xlabel="B x D x N x L", ylabel="speed-up over the sequential reference", title="selective scan fwd+bwd")
     ax.legend()
     save_figure(fig, "selective_scan")
