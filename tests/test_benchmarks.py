@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from benchmarks.common import interleaved_medians, loglog_slope
+from benchmarks.common import grouped_bars, interleaved_medians, loglog_slope, pyplot
 from benchmarks.data_oracle import reference_batch
 from framework.tasks import BijectionConfig, HMMConfig, build_task
 
@@ -41,6 +41,19 @@ def test_loglog_slope_recovers_a_power_law():
     xs = [16, 32, 64, 128]
     assert loglog_slope(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
     assert loglog_slope(xs, [0.5 * x for x in xs]) == pytest.approx(1.0)
+
+
+def test_grouped_bars_puts_each_series_side_by_side_within_its_group():
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    grouped_bars(ax, ["g0", "g1"], {"a": [1.0, 2.0], "b": [3.0, 4.0], "c": [5.0, 6.0]})
+    bars = ax.patches
+    assert [b.get_height() for b in bars] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    centres = [b.get_x() + b.get_width() / 2 for b in bars]
+    assert centres == pytest.approx([0 - 0.8 / 3, 1 - 0.8 / 3, 0, 1, 0 + 0.8 / 3, 1 + 0.8 / 3])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["g0", "g1"]
+    assert ax.get_legend_handles_labels()[1] == ["a", "b", "c"]
+    plt.close(fig)
 
 
 def test_interleaved_medians_runs_every_function_in_turn():
