@@ -319,7 +319,7 @@ def plot(payload: dict, name: str) -> None:
     cells = list(payload["results"].values())
     fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.8), squeeze=False)
     colors = {"demo before": "tab:gray", "demo before x4": "tab:brown", "default": "tab:blue",
-              "demo's setting": "tab:green"}
+              "default in float32": "tab:purple", "demo's setting": "tab:green"}
     for ax, cell in zip(axes[0], cells):
         for setting, data in cell["settings"].items():
             for i, row in enumerate(data["runs"]):
