@@ -11,8 +11,9 @@ one (d_model 128, 4 layers) and the paper's (d_model 192, 6 layers, 6 heads). Se
   work (AdamW, batch 128, lr 2e-3, warmup 100, weight decay 0.01, its 800-step bijection and 1500-step
   HMM cosines), the baseline;
 * ``demo before x4``: the same with a 4x longer cosine (bijection only), since the shipped 800 steps
-  never reach the strict bijection targets with sampled labels; a ratio is taken against the faster
-  of the two, per seed;
+  never reach the strict bijection targets with sampled labels (``--before-multiples`` sets other
+  multiples, such as 8 for V=20 with labels, which 3200 steps do not reach either); a ratio is taken
+  against the fastest of them, per seed;
 * ``default``: ``configs/train/default.yaml`` as it is now, with the steps of ``DEFAULT_STEPS``;
 * ``default in float32``: the same with ``train.precision=float32``, where the default's ``auto``
   means bfloat16 mixed precision (CUDA, CPUs with native bf16): what the mixed precision costs or
@@ -108,14 +109,16 @@ def demo_deltas(case: Case) -> dict:
     return {k: v for k, v in tuned_fields.items() if k not in skip and v != plain_fields[k]}
 
 
-def settings_for(case: Case, objective: str, only: tuple[str, ...] = (), default_steps: int = 0) -> dict[str, dict]:
+def settings_for(case: Case, objective: str, only: tuple[str, ...] = (), default_steps: int = 0,
+                 before_multiples: tuple[int, ...] = (4,)) -> dict[str, dict]:
     """The settings compared on ``case``: name -> TrainConfig fields (``only``: just these names;
-    ``default_steps``: the default's cosine length instead of ``DEFAULT_STEPS``). Where the demo trains
-    this case's transformer with its own deltas, "demo's setting" is the default with them."""
+    ``default_steps``: the default's cosine length instead of ``DEFAULT_STEPS``; ``before_multiples``:
+    the longer cosines of the demo's settings of before on bijection). Where the demo trains this case's
+    transformer with its own deltas, "demo's setting" is the default with them."""
     before = {**DEMO_BEFORE, "steps": DEMO_STEPS[case.task], "target": objective}
     out = {"demo before": before}
     if case.task == "bijection":
-        out["demo before x4"] = {**before, "steps": 4 * before["steps"]}
+        out.update({f"demo before x{m}": {**before, "steps": m * before["steps"]} for m in before_multiples})
     out["default"] = {"steps": default_steps or DEFAULT_STEPS[case.task], "target": objective}
     if resolve_precision("auto", device()) != torch.float32:  # where "auto" is mixed precision: its cost in bits
         out["default in float32"] = {**out["default"], "precision": "float32"}
@@ -188,9 +191,10 @@ def _seconds(row: dict, target: str, step_s: float) -> tuple[float, bool]:
 
 def ratios(result: dict, targets: tuple[float, ...], against: str = "default") -> dict:
     """The baseline's median seconds over those of the setting ``against`` (the default), per target.
-    Per seed the baseline is the faster of its variants. A setting that missed the target counts the seconds it trained, so the ratio is
-    then a bound: ``bound`` is "lower" when only the baseline missed, "upper" when only the default
-    did, and the ratio is None when both did on some seed."""
+    Per seed the baseline is the fastest of its variants (the "demo before" cosines) that reached the
+    target, or, where none did, the longest it trained. A setting that missed the target counts the
+    seconds it trained, so the ratio is then a bound: ``bound`` is "lower" when only the baseline
+    missed, "upper" when only the default did, and the ratio is None when both did on some seed."""
     out = {}
     settings = result["settings"]
     base_names = [n for n in settings if n.startswith("demo before")]
@@ -224,6 +228,8 @@ def main(argv=None) -> None:
                         "without a baseline)")
     parser.add_argument("--default-steps", type=int, default=0, help="the default setting's cosine length "
                         "(0: DEFAULT_STEPS)")
+    parser.add_argument("--before-multiples", default="4", help="bijection: the demo-before settings' longer "
+                        "cosines, as multiples of its steps (comma-separated)")
     parser.add_argument("--targets", help="replace every case's targets (comma-separated bits, the strictest last)")
     parser.add_argument("--out", default="time_to_target", help="results file name (under benchmarks/results)")
     parser.add_argument("--recompute", metavar="JSON", help="recompute the ratios of a saved results file and exit")
@@ -249,7 +255,9 @@ def main(argv=None) -> None:
     sizes, objectives = args.sizes.split(","), args.objectives.split(",")
     grid = [(c, s, o) for c in cases for s in sizes for o in objectives]
     only = tuple(n for n in args.settings.split(",") if n)
-    compared = {(c, o): settings_for(cases[c], o, only, args.default_steps) for c in cases for o in objectives}
+    multiples = tuple(int(m) for m in args.before_multiples.split(",") if m)
+    compared = {(c, o): settings_for(cases[c], o, only, args.default_steps, multiples)
+                for c in cases for o in objectives}
     jobs = {(c, s): job_for(cases[c], s) for c in cases for s in sizes}
     timed = {f"{c}/{s}/{o}/{name}": (jobs[c, s], fields) for c, s, o in grid
              for name, fields in compared[c, o].items()}
@@ -278,7 +286,8 @@ def main(argv=None) -> None:
                                         "resolved": asdict(replace(jobs[c, s].train, **fields)),
                                         "summary": summarise(rows, case.targets, seconds)}
             print(f"{c} {s} {o} {name}: {result['settings'][name]['summary']}", flush=True)
-        has_baseline = {"default", "demo before"} <= set(result["settings"])
+        names = set(result["settings"])
+        has_baseline = "default" in names and any(n.startswith("demo before") for n in names)
         result["ratio"] = ratios(result, case.targets) if has_baseline else None
         if has_baseline and "demo's setting" in result["settings"]:
             result["ratio_demo_setting"] = ratios(result, case.targets, against="demo's setting")
@@ -318,13 +327,13 @@ def plot(payload: dict, name: str) -> None:
     plt = pyplot()
     cells = list(payload["results"].values())
     fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.8), squeeze=False)
-    colors = {"demo before": "tab:gray", "demo before x4": "tab:brown", "default": "tab:blue",
-              "default in float32": "tab:purple", "demo's setting": "tab:green"}
+    colors = {"demo before": "tab:gray", "demo before x4": "tab:brown", "demo before x8": "tab:olive",
+              "default": "tab:blue", "default in float32": "tab:purple", "demo's setting": "tab:green"}
     for ax, cell in zip(axes[0], cells):
-        for setting, data in cell["settings"].items():
-            for i, row in enumerate(data["runs"]):
+        for k, (setting, data) in enumerate(cell["settings"].items()):
+            for i, row in enumerate(data["runs"]):  # one colour per setting, its seeds alike
                 t = [h["step"] * data["step_seconds"] for h in row["history"]]
-                ax.plot(t, [h[cell["metric"]] for h in row["history"]], color=colors.get(setting), lw=1,
+                ax.plot(t, [h[cell["metric"]] for h in row["history"]], color=colors.get(setting, f"C{k}"), lw=1,
                         label=setting if i == 0 else None)
         for target in cell["targets"]:
             ax.axhline(target, color="k", ls="--", lw=0.8)

@@ -10,6 +10,7 @@ import torch
 
 from benchmarks.common import grouped_bars, interleaved_medians, loglog_slope, pyplot
 from benchmarks.data_oracle import reference_batch
+from benchmarks.time_to_target import CASES, ratios, settings_for
 from framework.tasks import BijectionConfig, HMMConfig, build_task
 
 
@@ -111,3 +112,29 @@ def test_noise_scale_statistics_equal_the_per_sequence_brute_force(b):
                                                 else None)
     # The label's sampling noise is noise on top of the context's: more of it than the posterior's.
     assert stats["label"]["trace_cov"] > stats["posterior"]["trace_cov"]
+
+
+def _setting(step_s: float, hits: list[int | None], steps: int) -> dict:
+    return {"step_seconds": step_s, "runs": [{"steps_to": {"0.01": h}, "steps": steps} for h in hits]}
+
+
+def test_time_to_target_ratio_takes_the_fastest_baseline_per_seed_and_says_when_it_is_a_bound():
+    # Seed 0: only the x8 cosine reaches it (600 s); seed 1: x4 does (300 s) and x8 later; seed 2: x4 (200 s).
+    result = {"settings": {"demo before": _setting(1.0, [None, None, None], 100),
+                           "demo before x4": _setting(1.0, [None, 300, 200], 400),
+                           "demo before x8": _setting(1.0, [600, 500, 250], 800),
+                           "default": _setting(0.5, [100, 120, 80], 200)}}
+    [(_, out)] = ratios(result, (0.01,)).items()
+    assert (out["baseline_seconds"], out["default_seconds"], out["ratio"], out["bound"]) == (300, 50, 6, None)
+    # No baseline reaches it on seed 0: it counts its longest run, and the ratio is a lower bound.
+    result["settings"]["demo before x8"] = _setting(1.0, [None, 500, 250], 800)
+    [(_, out)] = ratios(result, (0.01,)).items()
+    assert out["bound"] == "lower" and out["baseline_seconds"] == 300
+    # Neither side on some seed: no ratio.
+    result["settings"]["default"] = _setting(0.5, [None, 120, 80], 200)
+    assert ratios(result, (0.01,))["0.01"]["ratio"] is None
+    # The longer cosines are the demo's settings of before with more steps, on bijection only.
+    names = settings_for(CASES["bijection_v20"], "label", before_multiples=(4, 8))
+    assert names["demo before x8"] == {**names["demo before"], "steps": 8 * names["demo before"]["steps"]}
+    hmm = settings_for(CASES["hmm_k20"], "label", before_multiples=(4, 8))
+    assert not any(n.startswith("demo before x") for n in hmm)
