@@ -10,10 +10,11 @@ one (d_model 128, 4 layers) and the paper's (d_model 192, 6 layers, 6 heads). Se
 * ``demo before``: the training settings ``experiment=demo`` shipped before the time-to-posterior
   work (AdamW, batch 128, lr 2e-3, warmup 100, weight decay 0.01, its 800-step bijection and 1500-step
   HMM cosines), the baseline;
-* ``demo before x4``: the same with a 4x longer cosine (bijection only), since the shipped 800 steps
-  never reach the strict bijection targets with sampled labels (``--before-multiples`` sets other
-  multiples, such as 8 for V=20 with labels, which 3200 steps do not reach either); a ratio is taken
-  against the fastest of them, per seed;
+* ``demo before x4``: the same with a 4x longer cosine (on bijection by default, since the shipped 800
+  steps never reach the strict bijection targets with sampled labels); ``--before-multiples`` sets
+  other multiples for every case run, such as 8 for V=20 with labels, which 3200 steps do not reach
+  either, or 4 for HMM with labels, which 1500 steps do not reach; a ratio is taken against the
+  fastest of them, per seed;
 * ``default``: ``configs/train/default.yaml`` as it is now, with the steps of ``DEFAULT_STEPS``;
 * ``default in float32``: the same with ``train.precision=float32``, where the default's ``auto``
   means bfloat16 mixed precision (CUDA, CPUs with native bf16): what the mixed precision costs or
@@ -63,13 +64,14 @@ class Case:
     metric: str  # "entropy_mae_bits" or "kl_bits"
     targets: tuple[float, ...]  # the strictest last: a run stops there
     budget_s: float  # training seconds a run may take before it counts as "not reached"
+    before_multiples: tuple[int, ...] = ()  # the demo-before settings' longer cosines run by default
 
 
 CASES = {
     "bijection_v10": Case("bijection", ("tasks.bijection.V=10", "tasks.bijection.L=10"), "entropy_mae_bits",
-                          (0.01,), 240),
+                          (0.01,), 240, (4,)),
     "bijection_v20": Case("bijection", ("tasks.bijection.V=20", "tasks.bijection.L=19"), "entropy_mae_bits",
-                          (0.01,), 480),
+                          (0.01,), 480, (4,)),
     "hmm_k20": Case("hmm", ("tasks.hmm.S=5", "tasks.hmm.O=5", "tasks.hmm.K=20"), "kl_bits", (0.05, 0.01), 600),
 }
 SIZES = {
@@ -110,15 +112,15 @@ def demo_deltas(case: Case) -> dict:
 
 
 def settings_for(case: Case, objective: str, only: tuple[str, ...] = (), default_steps: int = 0,
-                 before_multiples: tuple[int, ...] = (4,)) -> dict[str, dict]:
+                 before_multiples: tuple[int, ...] | None = None) -> dict[str, dict]:
     """The settings compared on ``case``: name -> TrainConfig fields (``only``: just these names;
     ``default_steps``: the default's cosine length instead of ``DEFAULT_STEPS``; ``before_multiples``:
-    the longer cosines of the demo's settings of before on bijection). Where the demo trains this case's
-    transformer with its own deltas, "demo's setting" is the default with them."""
+    the longer cosines of the demo's settings of before, instead of the case's own). Where the demo
+    trains this case's transformer with its own deltas, "demo's setting" is the default with them."""
     before = {**DEMO_BEFORE, "steps": DEMO_STEPS[case.task], "target": objective}
     out = {"demo before": before}
-    if case.task == "bijection":
-        out.update({f"demo before x{m}": {**before, "steps": m * before["steps"]} for m in before_multiples})
+    multiples = case.before_multiples if before_multiples is None else before_multiples
+    out.update({f"demo before x{m}": {**before, "steps": m * before["steps"]} for m in multiples})
     out["default"] = {"steps": default_steps or DEFAULT_STEPS[case.task], "target": objective}
     if resolve_precision("auto", device()) != torch.float32:  # where "auto" is mixed precision: its cost in bits
         out["default in float32"] = {**out["default"], "precision": "float32"}
@@ -228,8 +230,8 @@ def main(argv=None) -> None:
                         "without a baseline)")
     parser.add_argument("--default-steps", type=int, default=0, help="the default setting's cosine length "
                         "(0: DEFAULT_STEPS)")
-    parser.add_argument("--before-multiples", default="4", help="bijection: the demo-before settings' longer "
-                        "cosines, as multiples of its steps (comma-separated)")
+    parser.add_argument("--before-multiples", help="the demo-before settings' longer cosines for every case, as "
+                        "multiples of its steps (comma-separated; default: 4 on bijection, none on HMM)")
     parser.add_argument("--targets", help="replace every case's targets (comma-separated bits, the strictest last)")
     parser.add_argument("--out", default="time_to_target", help="results file name (under benchmarks/results)")
     parser.add_argument("--recompute", metavar="JSON", help="recompute the ratios of a saved results file and exit")
@@ -255,7 +257,7 @@ def main(argv=None) -> None:
     sizes, objectives = args.sizes.split(","), args.objectives.split(",")
     grid = [(c, s, o) for c in cases for s in sizes for o in objectives]
     only = tuple(n for n in args.settings.split(",") if n)
-    multiples = tuple(int(m) for m in args.before_multiples.split(",") if m)
+    multiples = None if args.before_multiples is None else tuple(int(m) for m in args.before_multiples.split(",") if m)
     compared = {(c, o): settings_for(cases[c], o, only, args.default_steps, multiples)
                 for c in cases for o in objectives}
     jobs = {(c, s): job_for(cases[c], s) for c in cases for s in sizes}

@@ -136,8 +136,12 @@ def test_time_to_target_ratio_takes_the_fastest_baseline_per_seed_and_says_when_
     # Neither side on some seed: no ratio.
     result["settings"]["default"] = _setting(0.5, [None, 120, 80], 200)
     assert ratios(result, (0.01,))["0.01"]["ratio"] is None
-    # The longer cosines are the demo's settings of before with more steps, on bijection only.
+    # The longer cosines are the demo's settings of before with more steps: by default x4 on bijection
+    # and none on HMM; given multiples replace a case's own, on HMM as well.
     names = settings_for(CASES["bijection_v20"], "label", before_multiples=(4, 8))
     assert names["demo before x8"] == {**names["demo before"], "steps": 8 * names["demo before"]["steps"]}
-    hmm = settings_for(CASES["hmm_k20"], "label", before_multiples=(4, 8))
-    assert not any(n.startswith("demo before x") for n in hmm)
+    assert [n for n in settings_for(CASES["bijection_v10"], "label") if n.startswith("demo before")] == [
+        "demo before", "demo before x4"]
+    assert not any(n.startswith("demo before x") for n in settings_for(CASES["hmm_k20"], "label"))
+    hmm = settings_for(CASES["hmm_k20"], "label", before_multiples=(4,))
+    assert hmm["demo before x4"] == {**hmm["demo before"], "steps": 4 * 1500}

@@ -8,10 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from framework.errors import CheckpointError
 from framework.metrics import EvalSet, evaluate
 from framework.models import TransformerConfig, build_model
 from framework.tasks import BijectionConfig, build_task
 from framework.training import TrainConfig, train
+from framework.training import precision as precision_module
 from framework.training.loop import NonFiniteLoss, make_optimizer
 
 TASK = build_task(BijectionConfig(V=5, L=5))
@@ -66,6 +68,56 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, optimi
     lines = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in lines]
     assert steps == sorted(set(steps)), "log has duplicated steps after resume"
+
+
+def test_a_resumed_run_keeps_the_precision_it_was_trained_in(tmp_path, monkeypatch):
+    # Trained in bf16 where ``auto`` means bf16, resumed where ``auto`` means float32 (a CPU without
+    # native bf16): it continues in bf16, bit for bit the uninterrupted run, and says so.
+    cfg = replace(CFG, optimizer="muon", precision="auto")
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    straight = _model()
+    out = train(straight, TASK, cfg, tmp_path / "a", seed=5, val_set=_val(), meta=META)
+    assert out.precision == "bfloat16"
+    with pytest.raises(Crash):
+        train(_model(), CrashingTask(TASK, crash_at=27), cfg, tmp_path / "b", seed=5, val_set=_val(), meta=META)
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    resumed = _model(seed=123)
+    out_b = train(resumed, TASK, cfg, tmp_path / "b", seed=5, val_set=_val(), meta=META, resume=True)
+    assert out_b.precision == "bfloat16"
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    # A fresh run there is float32, and so is what its checkpoint records.
+    fresh = train(_model(), TASK, replace(cfg, steps=10), tmp_path / "c", seed=5, val_set=_val(), meta=META)
+    assert fresh.precision == "float32"
+    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["precision"] == "float32"
+
+
+def test_resume_refuses_a_named_precision_other_than_the_checkpoints(tmp_path):
+    cfg = replace(CFG, precision="bfloat16")
+    with pytest.raises(Crash):
+        train(_model(), CrashingTask(TASK, crash_at=27), cfg, tmp_path, seed=5, val_set=_val(), meta=META)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="trained in bfloat16; train.precision=float32"):
+        train(_model(), TASK, replace(cfg, precision="float32"), tmp_path, seed=5, val_set=_val(), meta=META,
+              resume=True)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before  # refused before anything was written
+
+
+def test_a_checkpoint_from_before_the_precision_was_recorded_resumes(tmp_path):
+    cfg = replace(CFG, precision="float32")
+    straight = _model()
+    train(straight, TASK, cfg, tmp_path / "a", seed=5, val_set=_val(), meta=META)
+    with pytest.raises(Crash):
+        train(_model(), CrashingTask(TASK, crash_at=27), cfg, tmp_path / "b", seed=5, val_set=_val(), meta=META)
+    path = tmp_path / "b" / "checkpoint.pt"
+    old = torch.load(path, weights_only=True)
+    del old["precision"]
+    torch.save(old, path)
+    resumed = _model(seed=123)
+    out = train(resumed, TASK, cfg, tmp_path / "b", seed=5, val_set=_val(), meta=META, resume=True)
+    assert out.precision == "float32" and out.steps == cfg.steps
+    for p, q in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(p, q)
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):

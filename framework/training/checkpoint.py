@@ -1,9 +1,9 @@
 """Training checkpoints: what a resumed run needs to continue exactly, and loading a trained job.
 
 A training checkpoint holds everything that decides the next step (model, optimizer, step, the data
-generator and the global RNG), so a resumed run on CPU continues exactly where the interrupted one
-stopped. ``meta`` (task, model, params) is stored too, and a checkpoint whose meta differs from the
-run's is refused rather than loaded into the wrong model.
+generator, the global RNG and the precision the steps ran in), so a resumed run on CPU continues
+exactly where the interrupted one stopped. ``meta`` (task, model, params) is stored too, and a
+checkpoint whose meta differs from the run's is refused rather than loaded into the wrong model.
 """
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ from framework.tasks import TASKS, Task, build_task
 
 CHECKPOINT = "checkpoint.pt"
 SNAPSHOTS = "snapshots"  # snapshots/step_<N>.pt: {"meta", "model", "step"}, weights only
-CHECKPOINT_KEYS = {"meta", "model", "optimizer", "generator", "torch_rng", "step", "train_seconds", "history"}
+CHECKPOINT_KEYS = {"meta", "model", "optimizer", "generator", "torch_rng", "step", "train_seconds", "history",
+                   "precision"}
+# Checkpoints written before the precision was recorded (3 Dec 2026) lack only that key.
+_KEYS_BEFORE_PRECISION = CHECKPOINT_KEYS - {"precision"}
 
 
 @dataclass
@@ -34,20 +37,46 @@ class TrainState:
 
 
 def save_checkpoint(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, progress: TrainState) -> None:
+                    generator: torch.Generator, progress: TrainState, precision: str) -> None:
+    """``precision``: what the steps ran in ("float32" or "bfloat16"), not the setting ("auto")."""
     save_torch(path, {"meta": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                      "step": progress.step, "train_seconds": progress.train_seconds, "history": progress.history})
+                      "step": progress.step, "train_seconds": progress.train_seconds, "history": progress.history,
+                      "precision": precision})
 
 
-def restore(path: Path, meta: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> TrainState:
-    """Load a training checkpoint into ``model``, ``optimizer``, ``generator`` and the global RNG."""
+def read_checkpoint(path: Path, meta: dict) -> dict:
+    """A training checkpoint's contents, refused unless it is one of this framework's for ``meta``."""
     state = load_torch(path)
-    if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS:
+    if not isinstance(state, dict) or set(state) not in (CHECKPOINT_KEYS, _KEYS_BEFORE_PRECISION):
         raise CheckpointError(f"refusing checkpoint {path}: not a training checkpoint of this framework")
     if state["meta"] != meta:
         raise CheckpointError(f"checkpoint {path} is for {state['meta']}, not {meta}; refusing to resume")
+    return state
+
+
+def resumed_precision(setting: str, here: str, saved: str | None, path: Path) -> str:
+    """The precision a resumed run continues in: the one its steps ran in so far, so that a run does
+    not change number format half-way. ``setting`` is ``train.precision``, ``here`` what it resolves to
+    on this machine, ``saved`` what the checkpoint recorded (None: written before it recorded it).
+    ``auto`` follows the checkpoint, with a note where this machine would have picked otherwise (a bf16
+    run continued on a CPU without native bf16 is slower, not different); a named precision that
+    differs from the checkpoint's is refused."""
+    if saved is None or saved == here:
+        return here
+    if setting != "auto":
+        raise CheckpointError(f"checkpoint {path} was trained in {saved}; train.precision={setting} would continue "
+                              f"it in another precision. Set train.precision={saved} (or auto) to resume it, or "
+                              f"start afresh")
+    print(f"resuming {path} in {saved}, the precision it was trained in (train.precision=auto would pick {here} "
+          f"on this machine)")
+    return saved
+
+
+def restore(state: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> TrainState:
+    """Load a checkpoint ``state`` (``read_checkpoint``; from ``path``) into ``model``, ``optimizer``,
+    ``generator`` and the global RNG."""
     model.load_state_dict(state["model"])
     try:
         optimizer.load_state_dict(state["optimizer"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,9 @@ from framework.metrics.bits import soft_cross_entropy
 from framework.metrics.evaluate import EvalSet, evaluate
 from framework.models.base import hidden_matrices
 from framework.tasks.base import Batch, Task
-from framework.training.checkpoint import CHECKPOINT, SNAPSHOTS, TrainState, restore, rewind_log, save_checkpoint
+from framework.training.checkpoint import (
+    CHECKPOINT, SNAPSHOTS, TrainState, read_checkpoint, restore, resumed_precision, rewind_log, save_checkpoint,
+)
 from framework.training.config import TrainConfig
 from framework.training.muon import BatchedMuon, MuonWithAdamW
 from framework.training.precision import resolve_precision, training_autocast
@@ -40,6 +42,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # validation passes: step, kl_bits, entropy_mae_bits
     val_seconds: float = 0.0  # wall time of the validation passes of this call (not in train_seconds)
     reached_target: bool = False  # a validation pass met cfg's targets (target_kl_bits, target_entropy_mae_bits)
+    precision: str = "float32"  # what the steps ran in: cfg.precision resolved, or a resumed checkpoint's
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None):
@@ -134,7 +137,9 @@ def train(
     """Train ``model`` on ``task`` for ``cfg.steps`` steps, checkpointing into ``out_dir``.
 
     ``meta`` (task, model, params) is stored in the checkpoint, and a checkpoint whose meta differs
-    is refused on resume rather than silently loaded into the wrong model. ``progress``: a tqdm bar.
+    is refused on resume rather than silently loaded into the wrong model. A resumed run continues in
+    the precision its checkpoint was trained in (``checkpoint.resumed_precision``). ``progress``: a
+    tqdm bar.
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import; only needed when training
 
@@ -143,11 +148,16 @@ def train(
     for stale in out_dir.glob(".*.tmp"):  # what a write killed mid-way left; the real files are intact
         stale.unlink()
     device = next(model.parameters()).device
+    ckpt_path = out_dir / CHECKPOINT
+    saved = read_checkpoint(ckpt_path, meta) if resume and ckpt_path.exists() else None
+    precision = str(resolve_precision(cfg.precision, device)).removeprefix("torch.")
+    if saved is not None:
+        precision = resumed_precision(cfg.precision, precision, saved.get("precision"), ckpt_path)
+    cfg = replace(cfg, precision=precision)
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator(device).manual_seed(seed)
-    ckpt_path = out_dir / CHECKPOINT
-    if resume and ckpt_path.exists():
-        state = restore(ckpt_path, meta, model, optimizer, generator)
+    if saved is not None:
+        state = restore(saved, ckpt_path, model, optimizer, generator)
         rewind_log(out_dir / "log.jsonl", state.step)
     else:
         state = TrainState()
@@ -213,7 +223,7 @@ def train(
             if stopping:
                 check_finite()
             if checkpoint_due or stopping:
-                save_checkpoint(ckpt_path, meta, model, optimizer, generator, state)
+                save_checkpoint(ckpt_path, meta, model, optimizer, generator, state, precision)
             if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.steps or stopping):
                 save_torch(out_dir / SNAPSHOTS / f"step_{step:07d}.pt",
                            {"meta": meta, "model": model.state_dict(), "step": step})
@@ -224,4 +234,4 @@ def train(
         log.close()
         writer.close()
     return TrainResult(steps=state.step, train_seconds=state.train_seconds, history=history, val_seconds=val_seconds,
-                       reached_target=on_target())
+                       reached_target=on_target(), precision=precision)

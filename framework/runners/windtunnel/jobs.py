@@ -31,7 +31,6 @@ from framework.seeds import derive_seed, digest
 from framework.tasks import Task
 from framework.training import train
 from framework.training.checkpoint import snapshots_in
-from framework.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +129,9 @@ def run_job(job: Job, run_dir: Path, seed: int, resume: bool, eval_sets: tuple[E
         "model_config": meta["model"],
         "train_config": asdict(job.train),
         "device": str(device),
-        # what train.precision resolved to here ("auto": bfloat16 on CUDA and on CPUs with native bf16)
-        "precision": str(resolve_precision(job.train.precision, device)).removeprefix("torch."),
+        # what the steps ran in: train.precision resolved ("auto": bfloat16 on CUDA and on CPUs with
+        # native bf16), or for a resumed job the precision its checkpoint was trained in
+        "precision": outcome.precision,
         # Everything that depends on the machine's speed, and nothing else, sits here: the rest of
         # an entry is identical between two runs with the same config and seed on CPUs of one kind.
         "timing": {"train_seconds": round(outcome.train_seconds, 3), "val_seconds": round(outcome.val_seconds, 3),
