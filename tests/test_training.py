@@ -70,7 +70,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, optimi
     assert steps == sorted(set(steps)), "log has duplicated steps after resume"
 
 
-def test_a_resumed_run_keeps_the_precision_it_was_trained_in(tmp_path, monkeypatch):
+def test_a_resumed_run_keeps_the_precision_it_was_trained_in(tmp_path, monkeypatch, capsys):
     # Trained in bf16 where ``auto`` means bf16, resumed where ``auto`` means float32 (a CPU without
     # native bf16): it continues in bf16, bit for bit the uninterrupted run, and says so.
     cfg = replace(CFG, optimizer="muon", precision="auto")
@@ -84,6 +84,8 @@ def test_a_resumed_run_keeps_the_precision_it_was_trained_in(tmp_path, monkeypat
     resumed = _model(seed=123)
     out_b = train(resumed, TASK, cfg, tmp_path / "b", seed=5, val_set=_val(), meta=META, resume=True)
     assert out_b.precision == "bfloat16"
+    note = capsys.readouterr().out
+    assert "in bfloat16, the precision it was trained in (train.precision=auto would pick float32" in note
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
     # A fresh run there is float32, and so is what its checkpoint records.
