@@ -21,6 +21,7 @@ BAD = [
     ("train.weight_decay=-0.1", "train.weight_decay", ">= 0"),
     ("train.betas_2=1", "train.betas_2", "(0, 1)"),
     ("train.grad_clip=0", "train.grad_clip", "> 0"),
+    ("train.muon_momentum=1", "train.muon_momentum", "[0, 1)"),
     ("train.target=logits", "train.target", "posterior"),
     ("train.eval_sequences=10", "train.eval_sequences", "2048"),
     ("runtime.device=tpu", "runtime.device", "cuda"),

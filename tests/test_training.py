@@ -231,6 +231,14 @@ def test_without_a_value_lr_mult_the_groups_are_decay_then_no_decay():
     assert optimizer.defaults["betas"] == (CFG.betas_1, CFG.betas_2)
 
 
+def test_muon_momentum_reaches_muon_and_only_muon():
+    optimizer = make_optimizer(_model(), replace(CFG, optimizer="muon", muon_momentum=0.99))
+    assert {g["momentum"] for g in optimizer.parts["muon"].param_groups} == {0.99}
+    assert all("momentum" not in g for g in optimizer.parts["adamw"].param_groups)
+    assert {g["momentum"] for g in make_optimizer(_model(), replace(CFG, optimizer="muon")).parts["muon"].param_groups} \
+        == {CFG.muon_momentum}
+
+
 def test_an_entropy_mae_target_stops_training_and_both_targets_must_be_met(tmp_path):
     out = train(_model(), TASK, replace(CFG, eval_every=10, target_entropy_mae_bits=1e3), tmp_path / "a", seed=3,
                 val_set=_val(), meta=META)
@@ -241,7 +249,8 @@ def test_an_entropy_mae_target_stops_training_and_both_targets_must_be_met(tmp_p
 
 
 @pytest.mark.parametrize("field, value", [("betas_1", 1.0), ("betas_1", -0.1), ("value_lr_mult", 0.0),
-                                          ("target_entropy_mae_bits", -1.0), ("optimizer", "sgd")])
+                                          ("target_entropy_mae_bits", -1.0), ("optimizer", "sgd"),
+                                          ("muon_momentum", 1.0), ("muon_momentum", -0.5)])
 def test_bad_optimizer_settings_are_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         replace(CFG, **{field: value})

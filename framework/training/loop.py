@@ -60,8 +60,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None 
 
     ``cfg`` may be any settings object with ``lr``, ``weight_decay`` and ``betas_2`` (the continual
     strategies pass theirs, and need AdamW: Avalanche and the unit plugins read its ``state``); where
-    it lacks ``betas_1``, ``value_lr_mult`` or ``optimizer``, they are 0.9, 1 and "adamw"
-    (TrainConfig's own optimizer default is "muon").
+    it lacks ``betas_1``, ``value_lr_mult``, ``optimizer`` or ``muon_momentum``, they are 0.9, 1, "adamw"
+    and TrainConfig's momentum (TrainConfig's own optimizer default is "muon").
     """
     value_mult = getattr(cfg, "value_lr_mult", 1.0)
     values = {id(p) for p in getattr(model, "value_projections", list)()} if value_mult != 1 else set()
@@ -85,7 +85,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None 
     device = next(model.parameters()).device
     ns_dtype = resolve_precision(getattr(cfg, "precision", "float32"), device)
     return MuonWithAdamW(BatchedMuon(param_groups(True), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     adjust_lr_fn="match_rms_adamw", ns_dtype=ns_dtype), adamw)
+                                     adjust_lr_fn="match_rms_adamw", ns_dtype=ns_dtype,
+                                     momentum=getattr(cfg, "muon_momentum", TrainConfig.muon_momentum)), adamw)
 
 
 def loss_on(model: torch.nn.Module, batch: Batch, target: str) -> torch.Tensor:
