@@ -85,7 +85,7 @@ DEMO_BEFORE = {"batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "min_lr_ratio
                "betas_1": 0.9, "betas_2": 0.95, "value_lr_mult": 1.0, "grad_clip": 1.0, "optimizer": "adamw",
                "precision": "float32"}
 DEMO_STEPS = {"bijection": 800, "hmm": 1500}
-DEFAULT_STEPS = {"bijection": 2500, "hmm": 4000}
+DEFAULT_STEPS = {"bijection": 4000, "hmm": 6000}
 OTHERS = ["~models.mamba", "~models.lstm", "~models.mlp", "~models.mlp_token", "~train_by"]  # the defaults, no deltas
 
 

@@ -44,9 +44,9 @@ VARIANTS = {
     "weight_decay=0": {"weight_decay": 0.0},
     "steps x0.5": {"steps_scale": 0.5},
     "steps x2": {"steps_scale": 2.0},
-    "muon_momentum=0.95": {"muon_momentum": 0.95},
+    "muon_momentum=0.98": {"muon_momentum": 0.98},
+    "muon_momentum=0.98, steps x0.625": {"muon_momentum": 0.98, "steps_scale": 0.625},
     "muon_momentum=0.99": {"muon_momentum": 0.99},
-    "muon_momentum=0.95, steps x1.6": {"muon_momentum": 0.95, "steps_scale": 1.6},
 }
 
 

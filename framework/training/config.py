@@ -32,12 +32,11 @@ class TrainConfig:
     # "muon": Muon on the hidden matrices (framework.models.base.hidden_matrices) and AdamW on the rest, both
     # at lr (framework.training.muon), the fastest to the posterior measured; "adamw": AdamW alone.
     optimizer: str = "muon"
-    # Muon's Nesterov momentum (torch.optim.Muon's ``momentum``). 0.98 rather than torch's 0.95: with sampled
-    # labels the gradient is noise-bound (benchmarks/README.md, noise scale), and a longer average makes each
-    # orthogonalised step cleaner: bijection V=10 with labels reached 0.01 bits in 2000 to 2400 steps of a
-    # 2500-step cosine against 2650 to 3075 of a 4000-step one at 0.95 (which misses in 2500); 0.99 is
-    # faster still there but failed HMM with labels on one seed of three (0.105 bits at 4000 steps).
-    muon_momentum: float = 0.98
+    # Muon's Nesterov momentum (torch.optim.Muon's ``momentum``; 0.95, its authors' and torch's default).
+    # 0.98 takes 1.4x fewer steps on bijection with sampled labels and 1.2x fewer on HMM with the posterior,
+    # but left the demo's HMM Mamba at 0.353 bits against 0.253 in the same steps, and 0.99 stalled an HMM
+    # label run (benchmarks/README.md §1, Muon's momentum): a per-task setting, not a default.
+    muon_momentum: float = 0.95
     grad_clip: float = 1.0
     # "posterior": soft-label cross-entropy against the exact posterior (the paper's HMM setup);
     # "label": cross-entropy against the sampled outcome (the paper's bijection setup). Both have
