@@ -235,6 +235,7 @@ def test_muon_momentum_reaches_muon_and_only_muon():
     optimizer = make_optimizer(_model(), replace(CFG, optimizer="muon", muon_momentum=0.99))
     assert {g["momentum"] for g in optimizer.parts["muon"].param_groups} == {0.99}
     assert all("momentum" not in g for g in optimizer.parts["adamw"].param_groups)
+    assert optimizer.parts["adamw"].defaults["betas"] == (CFG.betas_1, CFG.betas_2)  # AdamW's own momentum untouched
     assert {g["momentum"] for g in make_optimizer(_model(), replace(CFG, optimizer="muon")).parts["muon"].param_groups} \
         == {CFG.muon_momentum}
 
