@@ -20,7 +20,9 @@ one (d_model 128, 4 layers) and the paper's (d_model 192, 6 layers, 6 heads). Se
   means bfloat16 mixed precision (CUDA, CPUs with native bf16): what the mixed precision costs or
   saves in bits and seconds (``demo before`` is float32, as the demo then was);
 * ``demo's setting``: the default with the deltas ``experiment=demo``'s ``train_by`` gives this
-  case's transformer (the HMM transformer's EM-like schedule), where it has any.
+  case's transformer (the HMM transformer's EM-like schedule), where it has any;
+* ``label preset``: with ``train.target=label``, ``configs/train/label.yaml`` (``train=label``: Muon's
+  momentum 0.99, batch 64) with the steps of ``LABEL_STEPS``.
 
 Each run is the framework's own ``train()``, validated every ``eval_every`` steps on 512 fixed-seed
 sequences and stopped at the first validation pass that meets the case's strictest target (or at
@@ -86,6 +88,7 @@ DEMO_BEFORE = {"batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "min_lr_ratio
                "precision": "float32"}
 DEMO_STEPS = {"bijection": 800, "hmm": 1500}
 DEFAULT_STEPS = {"bijection": 4000, "hmm": 6000}
+LABEL_STEPS = {"bijection": 1200, "hmm": 2000}  # the label preset's cosines at the demo size
 OTHERS = ["~models.mamba", "~models.lstm", "~models.mlp", "~models.mlp_token", "~train_by"]  # the defaults, no deltas
 
 
@@ -104,19 +107,28 @@ def demo_deltas(case: Case) -> dict:
     """The optimisation fields ``experiment=demo``'s ``train_by`` sets for this case's transformer (its
     per-task setting, such as the HMM transformer's EM-like schedule), beside the default's; steps,
     evaluation and targets excluded."""
-    tuned = _demo_transformer(case, [m for m in OTHERS if m != "~train_by"])
-    plain = _demo_transformer(case, OTHERS)
+    return _deltas(_demo_transformer(case, [m for m in OTHERS if m != "~train_by"]), _demo_transformer(case, OTHERS))
+
+
+def label_preset(case: Case) -> dict:
+    """The fields ``train=label`` (configs/train/label.yaml) sets beside the default's, steps excluded."""
+    return _deltas(_demo_transformer(case, [*OTHERS, "train=label"]), _demo_transformer(case, OTHERS))
+
+
+def _deltas(tuned, plain) -> dict:
     skip = {"steps", "eval_every", "target_kl_bits", "target_entropy_mae_bits", "time_limit_s"}
     tuned_fields, plain_fields = asdict(tuned.train), asdict(plain.train)
     return {k: v for k, v in tuned_fields.items() if k not in skip and v != plain_fields[k]}
 
 
 def settings_for(case: Case, objective: str, only: tuple[str, ...] = (), default_steps: int = 0,
-                 before_multiples: tuple[int, ...] | None = None) -> dict[str, dict]:
+                 before_multiples: tuple[int, ...] | None = None, label_steps: int = 0) -> dict[str, dict]:
     """The settings compared on ``case``: name -> TrainConfig fields (``only``: just these names;
     ``default_steps``: the default's cosine length instead of ``DEFAULT_STEPS``; ``before_multiples``:
-    the longer cosines of the demo's settings of before, instead of the case's own). Where the demo
-    trains this case's transformer with its own deltas, "demo's setting" is the default with them."""
+    the longer cosines of the demo's settings of before, instead of the case's own; ``label_steps``:
+    the label preset's instead of ``LABEL_STEPS``). Where the demo trains this case's transformer with
+    its own deltas, "demo's setting" is the default with them; with labels, "label preset" is
+    ``train=label``."""
     before = {**DEMO_BEFORE, "steps": DEMO_STEPS[case.task], "target": objective}
     out = {"demo before": before}
     multiples = case.before_multiples if before_multiples is None else before_multiples
@@ -127,6 +139,8 @@ def settings_for(case: Case, objective: str, only: tuple[str, ...] = (), default
     deltas = demo_deltas(case)
     if deltas:
         out["demo's setting"] = {**out["default"], **deltas}
+    if objective == "label":
+        out["label preset"] = {**label_preset(case), "steps": label_steps or LABEL_STEPS[case.task]}
     return {name: fields for name, fields in out.items() if not only or name in only}
 
 
@@ -217,6 +231,18 @@ def ratios(result: dict, targets: tuple[float, ...], against: str = "default") -
     return out
 
 
+AGAINST = {"ratio": "default", "ratio_demo_setting": "demo's setting", "ratio_label_preset": "label preset"}
+
+
+def all_ratios(result: dict, targets: tuple[float, ...]) -> dict:
+    """``ratios`` of every setting of ``AGAINST`` that ran, keyed as there; ``ratio`` (the default's) is
+    None where the default or the baseline did not run."""
+    names = set(result["settings"])
+    baseline = any(n.startswith("demo before") for n in names)
+    out = {key: ratios(result, targets, against=name) for key, name in AGAINST.items() if baseline and name in names}
+    return {"ratio": None, **out}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="bijection_v10,bijection_v20,hmm_k20")
@@ -230,6 +256,8 @@ def main(argv=None) -> None:
                         "without a baseline)")
     parser.add_argument("--default-steps", type=int, default=0, help="the default setting's cosine length "
                         "(0: DEFAULT_STEPS)")
+    parser.add_argument("--label-steps", type=int, default=0, help="the label preset's cosine length "
+                        "(0: LABEL_STEPS)")
     parser.add_argument("--before-multiples", help="the demo-before settings' longer cosines for every case, as "
                         "multiples of its steps (comma-separated; default: 4 on bijection, none on HMM)")
     parser.add_argument("--targets", help="replace every case's targets (comma-separated bits, the strictest last)")
@@ -243,11 +271,9 @@ def main(argv=None) -> None:
         if args.retime:
             retime(payload)
         for result in payload["results"].values():
-            result["ratio"] = ratios(result, tuple(result["targets"]))
-            if "demo's setting" in result["settings"]:
-                result["ratio_demo_setting"] = ratios(result, tuple(result["targets"]), against="demo's setting")
-            print(f"{result['case']} {result['size']} {result['objective']}: {result['ratio']} "
-                  f"{result.get('ratio_demo_setting', '')}")
+            result.update(all_ratios(result, tuple(result["targets"])))
+            print(f"{result['case']} {result['size']} {result['objective']}: "
+                  f"{ {k: v for k, v in result.items() if k.startswith('ratio')} }")
         write_json(Path(args.recompute), payload)
         return
     cases = {name: CASES[name] for name in args.cases.split(",")}
@@ -258,7 +284,7 @@ def main(argv=None) -> None:
     grid = [(c, s, o) for c in cases for s in sizes for o in objectives]
     only = tuple(n for n in args.settings.split(",") if n)
     multiples = None if args.before_multiples is None else tuple(int(m) for m in args.before_multiples.split(",") if m)
-    compared = {(c, o): settings_for(cases[c], o, only, args.default_steps, multiples)
+    compared = {(c, o): settings_for(cases[c], o, only, args.default_steps, multiples, args.label_steps)
                 for c in cases for o in objectives}
     jobs = {(c, s): job_for(cases[c], s) for c in cases for s in sizes}
     timed = {f"{c}/{s}/{o}/{name}": (jobs[c, s], fields) for c, s, o in grid
@@ -288,13 +314,9 @@ def main(argv=None) -> None:
                                         "resolved": asdict(replace(jobs[c, s].train, **fields)),
                                         "summary": summarise(rows, case.targets, seconds)}
             print(f"{c} {s} {o} {name}: {result['settings'][name]['summary']}", flush=True)
-        names = set(result["settings"])
-        has_baseline = "default" in names and any(n.startswith("demo before") for n in names)
-        result["ratio"] = ratios(result, case.targets) if has_baseline else None
-        if has_baseline and "demo's setting" in result["settings"]:
-            result["ratio_demo_setting"] = ratios(result, case.targets, against="demo's setting")
-            print(f"{c} {s} {o} ratio of the demo's setting: {result['ratio_demo_setting']}", flush=True)
-        print(f"{c} {s} {o} ratio: {result['ratio']}", flush=True)
+        result.update(all_ratios(result, case.targets))
+        for key in (k for k in result if k.startswith("ratio")):
+            print(f"{c} {s} {o} {key}: {result[key]}", flush=True)
         payload["results"][f"{c}/{s}/{o}"] = result
         save(args.out, payload)  # after every cell: a long run that dies keeps what it measured
     bar.close()
@@ -330,7 +352,8 @@ def plot(payload: dict, name: str) -> None:
     cells = list(payload["results"].values())
     fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.8), squeeze=False)
     colors = {"demo before": "tab:gray", "demo before x4": "tab:brown", "demo before x8": "tab:olive",
-              "default": "tab:blue", "default in float32": "tab:purple", "demo's setting": "tab:green"}
+              "default": "tab:blue", "default in float32": "tab:purple", "demo's setting": "tab:green",
+              "label preset": "tab:red"}
     for ax, cell in zip(axes[0], cells):
         for k, (setting, data) in enumerate(cell["settings"].items()):
             for i, row in enumerate(data["runs"]):  # one colour per setting, its seeds alike

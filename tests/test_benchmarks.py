@@ -10,7 +10,7 @@ import torch
 
 from benchmarks.common import grouped_bars, interleaved_medians, loglog_slope, pyplot
 from benchmarks.data_oracle import reference_batch
-from benchmarks.time_to_target import CASES, ratios, settings_for
+from benchmarks.time_to_target import CASES, all_ratios, ratios, settings_for
 from framework.tasks import BijectionConfig, HMMConfig, build_task
 
 
@@ -145,3 +145,19 @@ def test_time_to_target_ratio_takes_the_fastest_baseline_per_seed_and_says_when_
     assert not any(n.startswith("demo before x") for n in settings_for(CASES["hmm_k20"], "label"))
     hmm = settings_for(CASES["hmm_k20"], "label", before_multiples=(4,))
     assert hmm["demo before x4"] == {**hmm["demo before"], "steps": 4 * 1500}
+
+
+def test_time_to_target_runs_the_label_preset_with_labels_only_and_gives_its_ratio():
+    preset = settings_for(CASES["bijection_v10"], "label")["label preset"]
+    assert preset == {"target": "label", "batch_size": 64, "lr": 8.5e-3, "muon_momentum": 0.99, "steps": 1200}
+    assert settings_for(CASES["hmm_k20"], "label", label_steps=900)["label preset"]["steps"] == 900
+    assert "label preset" not in settings_for(CASES["bijection_v10"], "posterior")
+    result = {"settings": {"demo before": _setting(1.0, [300, 300, 300], 400),
+                           "default": _setting(0.5, [200, 200, 200], 400),
+                           "label preset": _setting(0.6, [100, 100, 100], 200)}}
+    out = all_ratios(result, (0.01,))
+    assert out["ratio"]["0.01"]["ratio"] == 3 and out["ratio_label_preset"]["0.01"]["ratio"] == 5
+    assert "ratio_demo_setting" not in out
+    assert all_ratios({"settings": {"default": result["settings"]["default"]}}, (0.01,)) == {"ratio": None}
+    del result["settings"]["default"]
+    assert all_ratios(result, (0.01,))["ratio"] is None and all_ratios(result, (0.01,))["ratio_label_preset"]

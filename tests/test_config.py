@@ -75,3 +75,19 @@ def test_train_by_for_a_removed_model_is_ignored_with_a_warning(compose, caplog)
     jobs = plan(compose(["experiment=demo", "~models.mlp_token", "~tasks.hmm"])).jobs
     assert {j.model_key for j in jobs} == {"transformer", "mamba", "lstm", "mlp"}
     assert any("train_by.mlp_token matches no" in r.getMessage() for r in caplog.records)
+
+
+def test_the_label_preset_is_the_default_with_labels_a_longer_momentum_and_batch_64(compose):
+    from framework.training import TrainConfig
+
+    [preset] = [j.train for j in plan(compose(["experiment=demo", "train=label"])).jobs
+                if j.name == "bijection_transformer"]
+    [plain] = [j.train for j in plan(compose(["experiment=demo"])).jobs if j.name == "bijection_transformer"]
+    changed = {k: getattr(preset, k) for k in vars(plain) if getattr(preset, k) != getattr(plain, k)}
+    assert changed == {"target": "label", "batch_size": 64, "lr": 8.5e-3, "muon_momentum": 0.99}
+    assert preset.steps == plain.steps  # the experiment's own settings still apply on top
+    assert isinstance(preset, TrainConfig)
+    # A bad value next to the preset still fails by name.
+    with pytest.raises(ConfigError) as info:
+        plan(compose(["experiment=smoke", "train=label", "train.muon_momentum=1"]))
+    assert info.value.field == "train.muon_momentum"

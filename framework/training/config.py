@@ -35,7 +35,8 @@ class TrainConfig:
     # Muon's Nesterov momentum (torch.optim.Muon's ``momentum``; 0.95, its authors' and torch's default).
     # 0.98 takes 1.4x fewer steps on bijection with sampled labels and 1.2x fewer on HMM with the posterior,
     # but left the demo's HMM Mamba at 0.353 bits against 0.253 in the same steps, and 0.99 stalled an HMM
-    # label run (benchmarks/README.md §1, Muon's momentum): a per-task setting, not a default.
+    # label run (benchmarks/README.md §1, Muon's momentum): a per-task setting, not a default. With
+    # batch 64 it stalled none: the label preset, configs/train/label.yaml (`train=label`), sets 0.99.
     muon_momentum: float = 0.95
     grad_clip: float = 1.0
     # "posterior": soft-label cross-entropy against the exact posterior (the paper's HMM setup);
